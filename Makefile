@@ -1,0 +1,31 @@
+# The two commands of the README. Both create .venv when missing and install the project.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+demo: $(STAMP)
+	$(BIN)/featcodec demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check codec models training eval featcodec tests
+
+bench: $(STAMP)
+	$(BIN)/featcodec bench entropy
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "featcodec needs Python >= 3.11 ($(PYTHON) is older); set PYTHON=python3.11"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	# uv installs from PyPI: torch's default (CUDA) build, which also runs on the CPU
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) runs lightning_logs .pytest_cache

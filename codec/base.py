@@ -1,0 +1,184 @@
+"""Base layer: a mean–scale hyperprior codec for a feature tensor.
+
+de Andrade & Bajić, "Towards Task-Compatible Compressible Representations" (ICME 2024
+workshop) code the base layer with ELIC's analysis/synthesis transforms and the Gaussian
+hyperprior of Ballé et al. (ICLR 2018), with straight-through rounding for the synthesis::
+
+    F (B,C,h,w) ─pad─▶ g_a ─▶ Y (B,M,h/2ᵏ,w/2ᵏ) ──────────────┐
+                              └─▶ h_a ─▶ Z ─▶ [factorized] ─▶ Ẑ ─▶ h_s ─▶ (μ, σ)
+                                                                        │
+                         Ŷ = round(Y − μ) + μ ◀─ [Gaussian(μ, σ)] ◀─────┘
+    F̂ (B,C,h,w) ◀─crop── g_s ◀── Ŷ
+
+Training: the rate term uses likelihoods of noisy latents (compressai's entropy models in
+training mode); ``g_s`` and ``h_s`` see straight-through-rounded latents, as the decoder will.
+``compress``/``decompress`` entropy-code for real, and the decoder's ``Ŷ`` equals the
+encoder's exactly, because both compute ``(μ, σ)`` from the same decoded ``Ẑ``.
+Any ``h×w`` is accepted: the tensor is zero-padded to a multiple of ``2^(k + k_hyper)`` and
+the output cropped back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from codec.entropy import FactorizedCoder, GaussianCoder
+from codec.registry import register_codec
+from models.blocks import AttentionBlock, ResidualBottleneck, conv, deconv
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+@dataclass
+class BaseOutput:
+    """Training-time output of :class:`HyperpriorCodec`.
+
+    Attributes:
+        features_hat: reconstruction ``F̂`` ``(B, C, h, w)``.
+        likelihoods: ``{"y": (B, M, ·, ·), "z": (B, N, ·, ·)}`` (estimates, for the rate term).
+        y_hat: quantized latent ``Ŷ``.
+    """
+
+    features_hat: Tensor
+    likelihoods: dict[str, Tensor]
+    y_hat: Tensor
+
+
+@dataclass
+class BaseCode:
+    """What :meth:`HyperpriorCodec.compress` produces for a batch.
+
+    Attributes:
+        y: one rANS string of ``Ŷ`` per batch element.
+        z: one rANS string of ``Ẑ`` per batch element.
+        y_hat: the encoder's ``Ŷ``, which the decoder reproduces exactly.
+    """
+
+    y: list[bytes]
+    z: list[bytes]
+    y_hat: Tensor
+
+
+@register_codec("hyperprior")
+class HyperpriorCodec(nn.Module):
+    """Mean–scale hyperprior base layer with ELIC transforms.
+
+    Args:
+        in_channels: channels ``C`` of the feature tensor (output has the same).
+        N: width of the transforms and channels of the hyper-latent ``Z``.
+        M: channels of the latent ``Y``.
+        downsample: stride-2 stages in ``g_a`` (0 keeps the feature resolution).
+        hyper_downsample: stride-2 stages in ``h_a``.
+        blocks: residual bottleneck blocks per resolution.
+        attention: add ELIC's attention blocks at the latent end of ``g_a`` and ``g_s``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        N: int = 128,
+        M: int = 128,
+        downsample: int = 1,
+        hyper_downsample: int = 2,
+        blocks: int = 1,
+        attention: bool = True,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or N < 1 or M < 1 or downsample < 0 or hyper_downsample < 0:
+            raise ValueError("HyperpriorCodec: channels must be ≥ 1 and stage counts ≥ 0")
+        self.in_channels = in_channels
+        self.downsample = downsample
+        self.hyper_downsample = hyper_downsample
+
+        def res(n: int) -> list[nn.Module]:
+            return [ResidualBottleneck(n) for _ in range(blocks)]
+
+        attn = [AttentionBlock(N)] if attention else []
+        g_a: list[nn.Module] = [conv(in_channels, N, 3, 1), *res(N)]
+        g_s: list[nn.Module] = [conv(M, N, 3, 1), *attn, *res(N)]
+        for _ in range(downsample):
+            g_a += [conv(N, N), *res(N)]
+            g_s += [deconv(N, N), *res(N)]
+        g_a += [*attn, conv(N, M, 3, 1)]
+        g_s += [conv(N, in_channels, 3, 1)]
+        self.g_a = nn.Sequential(*g_a)
+        self.g_s = nn.Sequential(*g_s)
+
+        h_a: list[nn.Module] = [conv(M, N, 3, 1)]
+        h_s: list[nn.Module] = []
+        for _ in range(hyper_downsample):
+            h_a += [nn.ReLU(inplace=True), conv(N, N)]
+            h_s += [deconv(N, N), nn.ReLU(inplace=True)]
+        h_s += [conv(N, 2 * M, 3, 1)]
+        self.h_a = nn.Sequential(*h_a)
+        self.h_s = nn.Sequential(*h_s)
+
+        self.entropy_z = FactorizedCoder(N)
+        self.entropy_y = GaussianCoder()
+
+    @property
+    def multiple(self) -> int:
+        """Feature sizes are padded to a multiple of this."""
+        return 2 ** (self.downsample + self.hyper_downsample)
+
+    def _pad(self, f: Tensor) -> Tensor:
+        h, w = f.shape[-2:]
+        m = self.multiple
+        return F.pad(f, (0, (-w) % m, 0, (-h) % m))
+
+    def hyper_size(self, h: int, w: int) -> tuple[int, int]:
+        """Spatial size of ``Z`` for a feature tensor of size ``h×w``."""
+        m = self.multiple
+        return -(-h // m), -(-w // m)
+
+    def _gaussian_params(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        scales, means = self.h_s(z_hat).chunk(2, dim=1)
+        return scales, means
+
+    def forward(self, f: Tensor) -> BaseOutput:
+        """Training/validation pass on features ``f`` ``(B, C, h, w)``."""
+        h, w = f.shape[-2:]
+        y = self.g_a(self._pad(f))
+        z = self.h_a(y)
+        _, z_likelihoods = self.entropy_z(z)
+        medians = self.entropy_z._get_medians().reshape(1, -1, 1, 1)
+        z_hat = ste_round(z - medians) + medians
+        scales, means = self._gaussian_params(z_hat)
+        _, y_likelihoods = self.entropy_y(y, scales, means)
+        y_hat = ste_round(y - means) + means
+        f_hat = self.g_s(y_hat)[..., :h, :w]
+        return BaseOutput(f_hat, {"y": y_likelihoods, "z": z_likelihoods}, y_hat)
+
+    def aux_loss(self) -> Tensor:
+        """Quantile loss of the factorized model (its own optimizer minimizes it)."""
+        return self.entropy_z.loss()
+
+    @torch.no_grad()
+    def compress(self, f: Tensor) -> BaseCode:
+        """Entropy-code features ``f`` ``(B, C, h, w)``."""
+        y = self.g_a(self._pad(f))
+        z = self.h_a(y)
+        z_strings = self.entropy_z.encode(z)
+        z_hat = self.entropy_z.decode(z_strings, tuple(z.shape[-2:]))
+        scales, means = self._gaussian_params(z_hat)
+        y_strings = self.entropy_y.encode(y, scales, means)
+        y_hat = torch.round(y - means) + means
+        return BaseCode(y_strings, z_strings, y_hat)
+
+    @torch.no_grad()
+    def decompress(
+        self, y_strings: list[bytes], z_strings: list[bytes], size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Decode ``(F̂, Ŷ)`` for features of spatial ``size`` ``(h, w)``."""
+        z_hat = self.entropy_z.decode(z_strings, self.hyper_size(*size))
+        scales, means = self._gaussian_params(z_hat)
+        y_hat = self.entropy_y.decode(y_strings, scales, means)
+        f_hat = self.g_s(y_hat)[..., : size[0], : size[1]]
+        return f_hat, y_hat

@@ -1,0 +1,282 @@
+"""The ``.fcb`` container: a self-describing bitstream for coded feature tensors.
+
+Layout, version 1 (integers little-endian; ``varint`` is unsigned LEB128, at most 5 bytes)::
+
+    magic        4 bytes   89 46 43 42  ("\\x89FCB")
+    version      u8        1
+    flags        u8        0 (reserved)
+    fingerprint  8 bytes   model that wrote the stream (architecture + weights)
+    n_shapes     u8        1..8
+      tag        u8        1 input, 2 features
+      ndim       u8        1..4
+      dims       varint×ndim, each 1..65536; at most 2**28 elements per shape
+    n_sections   u8        1..64
+      kind       u8        1 hyper, 2 base, 3 hyper-enh, 4 enh
+      frame      varint    0..65535
+      length     varint    payload bytes
+      crc32      u32       CRC-32 of the payload
+    header_crc   u32       CRC-32 of every header byte before it
+    payloads               in section order: base sections before enhancement sections
+
+:func:`unpack` validates every field, in order, before any tensor is allocated: anything
+malformed, truncated, foreign or inconsistent raises :class:`~codec.errors.BitstreamError`
+with a message that names the problem. Whether a stream fits a *model* (fingerprint, channel
+count) is checked by :class:`~codec.facade.Codec`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+from codec.errors import BitstreamError, InputError
+from codec.files import atomic_write
+
+MAGIC = b"\x89FCB"
+VERSION = 1
+FINGERPRINT_BYTES = 8
+MAX_SHAPES = 8
+MAX_NDIM = 4
+MAX_DIM = 1 << 16
+MAX_ELEMENTS = 1 << 28
+MAX_SECTIONS = 64
+MAX_FRAME = (1 << 16) - 1
+MAX_SECTION_BYTES = 1 << 30
+_VARINT_BYTES = 5
+
+
+class ShapeTag(IntEnum):
+    """What a shape record describes."""
+
+    INPUT = 1
+    FEATURES = 2
+
+
+class SectionKind(IntEnum):
+    """What a section holds. Base sections come first, so a stream cut after them is a base."""
+
+    HYPER = 1
+    BASE = 2
+    HYPER_ENH = 3
+    ENH = 4
+
+
+@dataclass(frozen=True)
+class Section:
+    """One length-prefixed, CRC-protected payload."""
+
+    kind: SectionKind
+    payload: bytes
+    frame: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.kind.name.lower().replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A parsed ``.fcb`` stream.
+
+    Attributes:
+        fingerprint: ``FINGERPRINT_BYTES`` bytes identifying the model that wrote it.
+        shapes: tensor shapes by tag, e.g. ``{INPUT: (3, H, W), FEATURES: (C, h, w)}``.
+        sections: payloads in stream order.
+        header_bytes: size of the header (filled in by :func:`unpack`).
+    """
+
+    fingerprint: bytes
+    shapes: dict[ShapeTag, tuple[int, ...]]
+    sections: tuple[Section, ...]
+    version: int = VERSION
+    header_bytes: int = field(default=0, compare=False)
+
+    def shape(self, tag: ShapeTag) -> tuple[int, ...]:
+        if tag not in self.shapes:
+            raise BitstreamError(f"stream has no {tag.name.lower()} shape")
+        return self.shapes[tag]
+
+    def section(self, kind: SectionKind, frame: int = 0) -> bytes:
+        for s in self.sections:
+            if s.kind == kind and s.frame == frame:
+                return s.payload
+        raise BitstreamError(f"stream has no {kind.name.lower()} section for frame {frame}")
+
+    @property
+    def total_bytes(self) -> int:
+        return self.header_bytes + sum(len(s.payload) for s in self.sections)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def pack(stream: Stream) -> bytes:
+    """Serialize ``stream``; refuses what :func:`unpack` would refuse."""
+    if len(stream.fingerprint) != FINGERPRINT_BYTES:
+        raise BitstreamError(f"fingerprint must be {FINGERPRINT_BYTES} bytes")
+    if not 1 <= len(stream.shapes) <= MAX_SHAPES:
+        raise BitstreamError(f"a stream holds 1..{MAX_SHAPES} shapes")
+    if not 1 <= len(stream.sections) <= MAX_SECTIONS:
+        raise BitstreamError(f"a stream holds 1..{MAX_SECTIONS} sections")
+    head = bytearray(MAGIC)
+    head += bytes([VERSION, 0]) + stream.fingerprint + bytes([len(stream.shapes)])
+    for tag, dims in stream.shapes.items():
+        _check_shape(ShapeTag(tag).name.lower(), dims)
+        head += bytes([tag, len(dims)]) + b"".join(_varint(d) for d in dims)
+    head.append(len(stream.sections))
+    for s in stream.sections:
+        if not 0 <= s.frame <= MAX_FRAME or len(s.payload) > MAX_SECTION_BYTES:
+            raise BitstreamError(f"section {s.name}: frame or length out of range")
+        head += bytes([s.kind]) + _varint(s.frame) + _varint(len(s.payload))
+        head += zlib.crc32(s.payload).to_bytes(4, "little")
+    head += zlib.crc32(head).to_bytes(4, "little")
+    return bytes(head) + b"".join(s.payload for s in stream.sections)
+
+
+def _check_shape(name: str, dims: tuple[int, ...]) -> None:
+    if not 1 <= len(dims) <= MAX_NDIM:
+        raise BitstreamError(f"{name} shape has {len(dims)} dimensions (allowed 1..{MAX_NDIM})")
+    if any(not 1 <= d <= MAX_DIM for d in dims):
+        raise BitstreamError(f"{name} shape {dims} has a dimension outside 1..{MAX_DIM}")
+    if math.prod(dims) > MAX_ELEMENTS:
+        raise BitstreamError(
+            f"{name} shape {dims} claims {math.prod(dims):,} elements (limit {MAX_ELEMENTS:,})"
+        )
+
+
+class _Reader:
+    """Bounds-checked cursor over the header bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise BitstreamError(
+                f"truncated stream: {len(self.data)} bytes end inside the header ({what})"
+            )
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def u8(self, what: str) -> int:
+        return self.take(1, what)[0]
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(_VARINT_BYTES):
+            byte = self.u8(what)
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                return value
+        raise BitstreamError(f"malformed header: {what} is not a valid varint")
+
+
+def unpack(data: bytes) -> Stream:
+    """Parse and validate a whole stream (header, lengths and every section's CRC-32)."""
+    r = _Reader(data)
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise BitstreamError(
+            f"not a featcodec stream: starts with {bytes(data[:4])!r}, expected {MAGIC!r}"
+        )
+    r.take(len(MAGIC), "magic")
+    version = r.u8("version")
+    if version != VERSION:
+        raise BitstreamError(f"unsupported format version {version} (this build reads {VERSION})")
+    flags = r.u8("flags")
+    if flags:
+        raise BitstreamError(f"unknown header flags 0x{flags:02x}")
+    fingerprint = r.take(FINGERPRINT_BYTES, "fingerprint")
+
+    n_shapes = r.u8("shape count")
+    if not 1 <= n_shapes <= MAX_SHAPES:
+        raise BitstreamError(f"malformed header: {n_shapes} shapes (allowed 1..{MAX_SHAPES})")
+    shapes: dict[ShapeTag, tuple[int, ...]] = {}
+    for i in range(n_shapes):
+        raw_tag = r.u8(f"shape {i} tag")
+        if raw_tag not in ShapeTag._value2member_map_:
+            raise BitstreamError(f"malformed header: unknown shape tag {raw_tag}")
+        tag = ShapeTag(raw_tag)
+        if tag in shapes:
+            raise BitstreamError(f"malformed header: {tag.name.lower()} shape given twice")
+        ndim = r.u8(f"{tag.name.lower()} rank")
+        if not 1 <= ndim <= MAX_NDIM:
+            raise BitstreamError(f"malformed header: {tag.name.lower()} rank {ndim}")
+        dims = tuple(r.varint(f"{tag.name.lower()} dimension") for _ in range(ndim))
+        _check_shape(tag.name.lower(), dims)
+        shapes[tag] = dims
+
+    n_sections = r.u8("section count")
+    if not 1 <= n_sections <= MAX_SECTIONS:
+        raise BitstreamError(f"malformed header: {n_sections} sections (1..{MAX_SECTIONS})")
+    records: list[tuple[SectionKind, int, int, int]] = []
+    for i in range(n_sections):
+        raw_kind = r.u8(f"section {i} kind")
+        if raw_kind not in SectionKind._value2member_map_:
+            raise BitstreamError(f"malformed header: unknown section kind {raw_kind}")
+        kind = SectionKind(raw_kind)
+        frame = r.varint(f"section {i} frame")
+        length = r.varint(f"section {i} length")
+        crc = int.from_bytes(r.take(4, f"section {i} CRC-32"), "little")
+        if frame > MAX_FRAME or length > MAX_SECTION_BYTES:
+            raise BitstreamError(f"malformed header: section {i} frame or length out of range")
+        if any(k == kind and f == frame for k, f, _, _ in records):
+            raise BitstreamError(f"malformed header: {kind.name.lower()} section repeated")
+        records.append((kind, frame, length, crc))
+
+    header_end = r.pos
+    stored_crc = int.from_bytes(r.take(4, "header CRC-32"), "little")
+    if zlib.crc32(data[:header_end]) != stored_crc:
+        raise BitstreamError("corrupt header: CRC-32 mismatch")
+    header_bytes = r.pos
+
+    expected = header_bytes + sum(length for _, _, length, _ in records)
+    if len(data) < expected:
+        raise BitstreamError(
+            f"truncated stream: {len(data)} bytes, the header announces {expected}"
+        )
+    if len(data) > expected:
+        raise BitstreamError(f"{len(data) - expected} unexpected bytes after the last section")
+
+    sections = []
+    pos = header_bytes
+    for kind, frame, length, crc in records:
+        payload = bytes(data[pos : pos + length])
+        pos += length
+        if zlib.crc32(payload) != crc:
+            raise BitstreamError(
+                f"corrupt {kind.name.lower()} section (frame {frame}): CRC-32 mismatch"
+            )
+        sections.append(Section(kind, payload, frame))
+    return Stream(fingerprint, shapes, tuple(sections), version, header_bytes)
+
+
+def read(path: str | os.PathLike[str]) -> Stream:
+    """Read and validate a ``.fcb`` file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return unpack(data)
+    except BitstreamError as e:
+        raise BitstreamError(f"{path}: {e}") from None
+
+
+def write(path: str | os.PathLike[str], stream: Stream) -> int:
+    """Write ``stream`` to ``path`` atomically; returns the number of bytes written."""
+    data = pack(stream)
+    atomic_write(path, data)
+    return len(data)

@@ -1,0 +1,314 @@
+"""The ``Codec`` facade: one object from image to bitstream to task output.
+
+::
+
+    edge:    x (1,3,H,W) ─normalize─ front ─▶ F ─ base.compress ─▶ .fcb bytes
+    server:  .fcb bytes ─ base.decompress ─▶ F̂ ─ back ─▶ task output
+
+A codec is fully described by its *architecture* (a plain dict, stored in checkpoints) and
+its weights; its *fingerprint* hashes both and is written into every stream, so a stream is
+only ever decoded by the model that wrote it. The task network (front and back) is frozen:
+``Codec.train()`` leaves it in eval mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from codec import base as _base  # noqa: F401  (registers the "hyperprior" codec)
+from codec.bitstream import (
+    FINGERPRINT_BYTES,
+    MAX_DIM,
+    MAX_ELEMENTS,
+    Section,
+    SectionKind,
+    ShapeTag,
+    Stream,
+    pack,
+    unpack,
+)
+from codec.entropy import bits
+from codec.errors import BitstreamError, CheckpointError, InputError
+from codec.files import atomic_path
+from codec.registry import build_codec
+from models.backbones import Normalize, Split, build_backbone, split_model
+
+CHECKPOINT_FORMAT = 1
+
+
+def default_arch(**overrides: Any) -> dict[str, Any]:
+    """Architecture of the demo's codec: scene_resnet10 split after layer2, hyperprior base."""
+    arch: dict[str, Any] = {
+        "backbone": "scene_resnet10",
+        "num_classes": 5,
+        "split_at": "layer2",
+        "codec": {"name": "hyperprior", "N": 128, "M": 128, "downsample": 1},
+    }
+    arch.update(overrides)
+    return arch
+
+
+@dataclass
+class CodecOutput:
+    """Training-time pass through the whole pipeline.
+
+    Attributes:
+        output: task output on the reconstructed features ``back(F̂)``.
+        features: uncompressed features ``F``.
+        features_hat: reconstruction ``F̂``.
+        likelihoods: latent likelihoods, for the (estimated) rate term.
+    """
+
+    output: Tensor
+    features: Tensor
+    features_hat: Tensor
+    likelihoods: dict[str, Tensor]
+
+    def bits(self) -> Tensor:
+        """Estimated bits of the whole batch, −Σlog₂p (a training signal)."""
+        return sum(bits(v) for v in self.likelihoods.values())
+
+
+@dataclass
+class Decoded:
+    """What :meth:`Codec.decode` returns: features ``(1, C, h, w)``, task output, stream."""
+
+    features: Tensor
+    output: Tensor
+    stream: Stream
+
+
+class Codec(nn.Module):
+    """A split task network with a learned base-layer codec at the split.
+
+    Build it with :meth:`build` (architecture dict), :meth:`from_split` (an already split,
+    e.g. trained, network) or :meth:`from_checkpoint`.
+    """
+
+    def __init__(self, arch: dict[str, Any], split: Split, base: nn.Module) -> None:
+        super().__init__()
+        self.arch = copy.deepcopy(arch)
+        self.normalize = Normalize()
+        self.front = split.front
+        self.base = base
+        self.back = split.back
+        self.stride = split.stride
+        self.channels = split.channels
+        for p in (*self.front.parameters(), *self.back.parameters()):
+            p.requires_grad_(False)
+        self._fingerprint: tuple[tuple[int, ...], bytes] | None = None
+        self.train()
+
+    # construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_split(cls, arch: dict[str, Any], split: Split) -> Codec:
+        config = dict(arch["codec"])
+        base = build_codec(config.pop("name"), in_channels=split.channels, **config)
+        return cls(arch, split, base)
+
+    @classmethod
+    def build(cls, arch: dict[str, Any], weights: str | None = None) -> Codec:
+        """A codec with fresh weights (the task network's from ``weights`` if given)."""
+        model = build_backbone(arch["backbone"], weights=weights, num_classes=arch["num_classes"])
+        return cls.from_split(arch, split_model(model, arch["split_at"], arch["backbone"]))
+
+    def train(self, mode: bool = True) -> Codec:
+        super().train(mode)
+        self.front.eval()
+        self.back.eval()
+        return self
+
+    # training pass --------------------------------------------------------------------------
+
+    def features(self, x: Tensor) -> Tensor:
+        """Features ``F`` ``(B, C, h, w)`` of images ``x`` ``(B, 3, H, W)`` in [0, 1]."""
+        with torch.no_grad():
+            return self.front(self.normalize(x))
+
+    def forward(self, x: Tensor) -> CodecOutput:
+        f = self.features(x)
+        out = self.base(f)
+        return CodecOutput(self.back(out.features_hat), f, out.features_hat, out.likelihoods)
+
+    def aux_loss(self) -> Tensor:
+        return self.base.aux_loss()
+
+    # identity -------------------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> bytes:
+        """Hash of the architecture and of every weight; changes whenever a weight does."""
+        tensors = [*self.parameters(), *self.buffers()]
+        stamp = tuple(v for t in tensors for v in (id(t), t._version))
+        if self._fingerprint is None or self._fingerprint[0] != stamp:
+            h = hashlib.blake2b(digest_size=FINGERPRINT_BYTES)
+            h.update(json.dumps(self.arch, sort_keys=True).encode())
+            for name, value in sorted(self.state_dict().items()):
+                h.update(name.encode())
+                h.update(value.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = (stamp, h.digest())
+        return self._fingerprint[1]
+
+    # coding ---------------------------------------------------------------------------------
+
+    def _check_input(self, t: Tensor, channels: int, what: str) -> Tensor:
+        if t.ndim == 3:
+            t = t.unsqueeze(0)
+        if t.ndim != 4 or t.shape[0] != 1:
+            raise InputError(f"{what}: expected a (C, H, W) tensor, got shape {tuple(t.shape)}")
+        if t.shape[1] != channels:
+            raise InputError(
+                f"{what}: expected {channels} channels "
+                f"({self.arch['backbone']} split at {self.arch['split_at']}), got {t.shape[1]}"
+            )
+        if not t.is_floating_point():
+            raise InputError(f"{what}: expected floating-point values, got {t.dtype}")
+        h, w = t.shape[-2:]
+        if not (1 <= h <= MAX_DIM and 1 <= w <= MAX_DIM) or t.numel() > MAX_ELEMENTS:
+            raise InputError(f"{what}: size {h}×{w} is outside what a stream can describe")
+        if not torch.isfinite(t).all():
+            raise InputError(f"{what}: contains NaN or Inf values")
+        return t.float()
+
+    def encode(self, x: Tensor) -> bytes:
+        """Code an image ``x`` ``(3, H, W)`` or ``(1, 3, H, W)`` with values in [0, 1]."""
+        x = self._check_input(x, 3, "image")
+        f = self.features(x.to(self._device))
+        return self.encode_features(f, input_size=tuple(x.shape[-2:]))
+
+    def encode_features(self, f: Tensor, input_size: tuple[int, int] | None = None) -> bytes:
+        """Code a feature tensor ``(C, h, w)`` or ``(1, C, h, w)`` taken at the split.
+
+        ``input_size`` is the size of the image it came from (for bits per pixel); by default
+        ``(h·stride, w·stride)``.
+        """
+        f = self._check_input(f, self.channels, "features").to(self._device)
+        h, w = f.shape[-2:]
+        H, W = input_size or (h * self.stride, w * self.stride)
+        code = self.base.compress(f)
+        stream = Stream(
+            self.fingerprint,
+            {ShapeTag.INPUT: (3, H, W), ShapeTag.FEATURES: tuple(f.shape[1:])},
+            (Section(SectionKind.HYPER, code.z[0]), Section(SectionKind.BASE, code.y[0])),
+        )
+        return pack(stream)
+
+    def check_stream(self, stream: Stream) -> tuple[int, int]:
+        """Raise :class:`BitstreamError` unless this model can decode ``stream``."""
+        if stream.fingerprint != self.fingerprint:
+            raise BitstreamError(
+                f"stream was written by model {stream.fingerprint.hex()}, "
+                f"this checkpoint is {self.fingerprint.hex()}"
+            )
+        c, h, w = _dims(stream, ShapeTag.FEATURES, 3)
+        _, H, W = _dims(stream, ShapeTag.INPUT, 3)
+        if c != self.channels:
+            raise BitstreamError(f"stream has {c} feature channels, the model {self.channels}")
+        for size, feat in ((H, h), (W, w)):
+            if abs(size / self.stride - feat) >= 1:
+                raise BitstreamError(
+                    f"input size {H}×{W} does not match feature size {h}×{w} at stride "
+                    f"{self.stride}"
+                )
+        for kind in (SectionKind.HYPER, SectionKind.BASE):
+            n = len(stream.section(kind))
+            if n < 8 or n % 4:
+                raise BitstreamError(f"{kind.name.lower()} section of {n} bytes is not rANS data")
+        return h, w
+
+    @torch.no_grad()
+    def decode(self, data: bytes | Stream) -> Decoded:
+        """Decode a stream into features ``F̂`` ``(1, C, h, w)`` and the task output."""
+        stream = unpack(data) if isinstance(data, bytes | bytearray) else data
+        size = self.check_stream(stream)
+        f_hat, _ = self.base.decompress(
+            [stream.section(SectionKind.BASE)], [stream.section(SectionKind.HYPER)], size
+        )
+        return Decoded(f_hat, self.back(f_hat), stream)
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    # checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint_entry(self, state_prefix: str) -> dict[str, Any]:
+        """The ``featcodec`` entry that makes a checkpoint loadable by :meth:`from_checkpoint`."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "codec",
+            "arch": copy.deepcopy(self.arch),
+            "state_prefix": state_prefix,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write a standalone checkpoint (same format as the training checkpoints)."""
+        with atomic_path(path) as tmp:
+            torch.save(
+                {"featcodec": self.checkpoint_entry(""), "state_dict": self.state_dict()}, tmp
+            )
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str]) -> Codec:
+        """Rebuild a codec from a checkpoint alone (training or :meth:`save` checkpoint)."""
+        ckpt = load_checkpoint(path, kind="codec")
+        meta = ckpt["featcodec"]
+        try:
+            codec = cls.build(meta["arch"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot rebuild the architecture ({e})") from None
+        prefix = meta.get("state_prefix", "")
+        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        try:
+            codec.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(
+                f"{path}: weights do not fit the architecture ({first})"
+            ) from None
+        return codec.eval()
+
+
+def _dims(stream: Stream, tag: ShapeTag, ndim: int) -> tuple[int, ...]:
+    dims = stream.shape(tag)
+    if len(dims) != ndim:
+        raise BitstreamError(f"{tag.name.lower()} shape {dims} should have {ndim} dimensions")
+    return dims
+
+
+def load_checkpoint(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
+    """Load a featcodec checkpoint of ``kind`` ("codec" or "task") on the CPU, validated."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not ours"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint ({reason[:120]})") from None
+    meta = ckpt.get("featcodec") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a featcodec checkpoint (no 'featcodec' entry)")
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: checkpoint format {meta.get('format')} (this build reads {CHECKPOINT_FORMAT})"
+        )
+    if meta.get("kind") != kind:
+        raise CheckpointError(f"{path} is a {meta.get('kind')} checkpoint, not a {kind} checkpoint")
+    return ckpt
+
+
+def bits_per_pixel(num_bytes: int, input_shape: tuple[int, ...]) -> float:
+    """Rate in bits per input pixel for ``num_bytes`` coding an input of ``(C, H, W)``."""
+    return 8 * num_bytes / math.prod(input_shape[-2:])

@@ -1,0 +1,33 @@
+"""Codecs registered by name, so checkpoints and configs can name the architecture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+_CODECS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_codec(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: make a codec buildable by ``build_codec(name, ...)``."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in _CODECS:
+            raise ValueError(f"codec {name!r} is already registered")
+        _CODECS[name] = cls
+        return cls
+
+    return add
+
+
+def codec_names() -> list[str]:
+    return sorted(_CODECS)
+
+
+def build_codec(name: str, **config: Any) -> nn.Module:
+    """Instantiate the codec registered as ``name`` with keyword ``config``."""
+    if name not in _CODECS:
+        raise ValueError(f"unknown codec {name!r} (known: {', '.join(codec_names())})")
+    return _CODECS[name](**config)

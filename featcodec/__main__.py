@@ -1,0 +1,5 @@
+import sys
+
+from featcodec.cli import main
+
+sys.exit(main())

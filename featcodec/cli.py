@@ -1,0 +1,270 @@
+"""The ``featcodec`` console command: the one place that wires every package together.
+
+    featcodec train  --config configs/quickstart.yaml [--model.lmbda 0.5 ...]
+    featcodec encode IMAGES|TENSORS|FOLDERS -c CKPT -o OUT
+    featcodec decode STREAMS|FOLDERS -c CKPT -o OUT
+    featcodec info   STREAMS
+    featcodec demo   [--out DIR] [--quick]
+    featcodec bench  entropy [--threads N]
+
+Errors in what the user supplied are reported as one line on stderr with exit code 1; no
+output file is left half-written, and existing outputs are only replaced with --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from codec.errors import FeatcodecError, InputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="featcodec", description="Learned codec for the feature tensors of split networks."
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser(
+        "train",
+        help="train a task network or a codec from a YAML config (LightningCLI)",
+        add_help=False,
+    )
+    t.add_argument("args", nargs=argparse.REMAINDER)
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("encode", help="encode images or feature tensors into .fcb streams")
+    e.add_argument("inputs", nargs="+", help="image files, .pt/.npy feature tensors, or folders")
+    _model_args(e)
+    e.add_argument("-o", "--output", required=True, help="folder for the .fcb files")
+    e.set_defaults(func=_encode)
+
+    d = sub.add_parser("decode", help="decode .fcb streams into features and task predictions")
+    d.add_argument("streams", nargs="+", help=".fcb files or folders")
+    _model_args(d)
+    d.add_argument("-o", "--output", required=True, help="folder for .pt features + predictions")
+    d.set_defaults(func=_decode)
+
+    i = sub.add_parser("info", help="print the header and section sizes of .fcb streams")
+    i.add_argument("streams", nargs="+")
+    i.add_argument("--json", action="store_true", help="print JSON instead of text")
+    i.set_defaults(func=_info)
+
+    m = sub.add_parser("demo", help="train and measure the whole pipeline on synthetic scenes")
+    m.add_argument("--out", help="run folder (default: runs/demo-<date>-<time>)")
+    m.add_argument("--quick", action="store_true", help="a tiny run that takes seconds")
+    m.add_argument("--threads", type=int, help="torch CPU threads")
+    m.add_argument("--lambdas", type=float, nargs="+", help="λ values of the codecs")
+    m.set_defaults(func=_demo)
+
+    b = sub.add_parser("bench", help="benchmarks against a peer, measured in the same run")
+    b.add_argument("which", choices=["entropy"])
+    b.add_argument("--shape", type=int, nargs=3, default=[256, 56, 56], metavar=("C", "H", "W"))
+    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("--threads", type=int, default=1)
+    b.add_argument("--out", default="runs/bench/entropy.json", help="JSON results file")
+    b.set_defaults(func=_bench)
+    return p
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--checkpoint", required=True, help="codec checkpoint (.ckpt)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _load_codec(args: argparse.Namespace) -> Any:
+    import torch
+
+    from codec.facade import Codec
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {args.device} requested but CUDA is not available")
+    return Codec.from_checkpoint(args.checkpoint).to(args.device)
+
+
+def _refuse_existing(targets: list[Path], overwrite: bool) -> None:
+    if not overwrite:
+        for t in targets:
+            if t.exists():
+                raise InputError(f"{t} exists (use --overwrite to replace it)")
+
+
+def _progress(items: list[Any], desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="file", disable=None, leave=False)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.cli import train
+
+    train(args.args)
+    return 0
+
+
+def _encode(args: argparse.Namespace) -> int:
+    from codec.facade import bits_per_pixel
+    from codec.files import atomic_write
+    from featcodec.inputs import IMAGE_SUFFIXES, TENSOR_SUFFIXES, collect, load_input
+
+    files = collect(args.inputs, IMAGE_SUFFIXES | TENSOR_SUFFIXES, "images or tensors")
+    out = Path(args.output)
+    targets = [out / f"{f.stem}.fcb" for f in files]
+    _refuse_existing(targets, args.overwrite)
+    codec = _load_codec(args)
+    streams: list[bytes] = []
+    rates: list[float] = []
+    for f in _progress(files, "encode"):
+        kind, tensor = load_input(f)
+        try:
+            data = codec.encode(tensor) if kind == "image" else codec.encode_features(tensor)
+        except InputError as e:
+            raise InputError(f"{f}: {e}") from None
+        streams.append(data)
+        size = (
+            tensor.shape[-2:] if kind == "image" else [s * codec.stride for s in tensor.shape[-2:]]
+        )
+        rates.append(bits_per_pixel(len(data), tuple(size)))
+    for target, data in zip(targets, streams, strict=True):
+        atomic_write(target, data)
+    total = sum(len(s) for s in streams)
+    print(
+        f"wrote {len(streams)} stream(s) to {out}: {total:,} bytes, "
+        f"{sum(rates) / len(rates):.4f} bits per input pixel on average"
+    )
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    import torch
+
+    from codec import bitstream
+    from codec.errors import BitstreamError
+    from codec.files import atomic_path, atomic_write
+    from featcodec.inputs import STREAM_SUFFIXES, collect
+
+    files = collect(args.streams, STREAM_SUFFIXES, "streams")
+    out = Path(args.output)
+    targets = [out / f"{f.stem}.pt" for f in files]
+    predictions_path = out / "predictions.json"
+    _refuse_existing([*targets, predictions_path], args.overwrite)
+    codec = _load_codec(args)
+    streams = []
+    for f in files:  # validate every stream before writing anything
+        stream = bitstream.read(f)
+        try:
+            codec.check_stream(stream)
+        except BitstreamError as e:
+            raise BitstreamError(f"{f}: {e}") from None
+        streams.append(stream)
+    predictions: dict[str, Any] = {}
+    for f, stream, target in _progress(list(zip(files, streams, targets, strict=True)), "decode"):
+        decoded = codec.decode(stream)
+        with atomic_path(target) as tmp:
+            torch.save(decoded.features[0].cpu(), tmp)
+        probs = torch.softmax(decoded.output[0].float(), dim=0).cpu()
+        predictions[f.stem] = {
+            "class": int(probs.argmax()),
+            "probability": float(probs.max()),
+            "probabilities": [round(float(p), 6) for p in probs],
+        }
+    atomic_write(predictions_path, json.dumps(predictions, indent=2))
+    print(f"wrote {len(files)} feature tensor(s) and {predictions_path}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from codec import bitstream
+    from codec.facade import bits_per_pixel
+    from featcodec.inputs import STREAM_SUFFIXES, collect
+
+    reports = []
+    for f in collect(args.streams, STREAM_SUFFIXES, "streams"):
+        s = bitstream.read(f)
+        shapes = {tag.name.lower(): list(dims) for tag, dims in s.shapes.items()}
+        reports.append(
+            {
+                "file": str(f),
+                "bytes": s.total_bytes,
+                "version": s.version,
+                "fingerprint": s.fingerprint.hex(),
+                "shapes": shapes,
+                "header_bytes": s.header_bytes,
+                "sections": [
+                    {"kind": x.name, "frame": x.frame, "bytes": len(x.payload)} for x in s.sections
+                ],
+                "bpp": bits_per_pixel(s.total_bytes, tuple(shapes.get("input", [1, 1]))),
+            }
+        )
+    if args.json:
+        print(json.dumps(reports, indent=2))
+        return 0
+    for r in reports:
+        print(f"{r['file']}: {r['bytes']:,} bytes, featcodec stream v{r['version']}")
+        print(f"  {'fingerprint':<12} {r['fingerprint']}")
+        for name, dims in r["shapes"].items():
+            print(f"  {name:<12} {'×'.join(map(str, dims))}")
+        print(f"  {'header':<12} {r['header_bytes']} bytes")
+        print(f"  {'section':<12} {'frame':>5} {'bytes':>9}")
+        for sec in r["sections"]:
+            print(f"  {sec['kind']:<12} {sec['frame']:>5} {sec['bytes']:>9,}")
+        print(f"  {'rate':<12} {r['bpp']:.4f} bits per input pixel (whole file)")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from eval.demo import DemoConfig, format_table, run_demo
+
+    out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    cfg = DemoConfig.quick(out) if args.quick else DemoConfig(out=out)
+    if args.threads:
+        cfg.threads = args.threads
+    if args.lambdas:
+        cfg.lambdas = tuple(args.lambdas)
+    results = run_demo(cfg)
+    print()
+    print(format_table(results["points"]))
+    print()
+    minutes = results["timings"]["total_s"] / 60
+    print(f"run folder: {out} (results.json, streams/, logs/ for TensorBoard); {minutes:.1f} min")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from codec.files import atomic_write
+    from eval.bench import bench_entropy, format_entropy
+
+    if min(args.shape) < 1 or args.repeat < 1 or args.threads < 1:
+        raise InputError("--shape, --repeat and --threads must be positive")
+    report = bench_entropy(tuple(args.shape), repeat=args.repeat, threads=args.threads)
+    print(format_entropy(report))
+    atomic_write(args.out, json.dumps(report, indent=2))
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    # compressai scripts a helper at import time, which torch now flags as deprecated
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.func(args)
+    except FeatcodecError as e:
+        print(f"featcodec: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"featcodec: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("featcodec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Reading what users hand to ``featcodec encode/decode``: images, tensors, streams, folders.
+
+Everything that can go wrong with a user's file raises :class:`~codec.errors.InputError`
+with a message naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from codec.errors import InputError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
+TENSOR_SUFFIXES = frozenset({".pt", ".npy"})
+STREAM_SUFFIXES = frozenset({".fcb"})
+
+
+def collect(paths: list[str], suffixes: frozenset[str], what: str) -> list[Path]:
+    """Expand folders to their files with ``suffixes`` (sorted); check files exist.
+
+    Files named explicitly are taken whatever their suffix; two inputs that would give the
+    same output name are refused.
+    """
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in suffixes)
+            if not found:
+                raise InputError(f"{p}: folder holds no {what} ({', '.join(sorted(suffixes))})")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"no such file or folder: {p}")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise InputError(f"{stems[f.stem]} and {f} would write the same output name")
+        stems[f.stem] = f
+    return files
+
+
+def load_image(path: Path) -> Tensor:
+    """RGB image ``(3, H, W)`` float32 in [0, 1]."""
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
+        raise InputError(f"{path}: cannot read as an image ({reason})") from None
+    array = np.asarray(rgb, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def load_tensor(path: Path) -> Tensor:
+    """A feature tensor from ``.pt`` (a saved tensor) or ``.npy`` (a numeric array)."""
+    try:
+        if path.suffix.lower() == ".npy":
+            value = np.load(path, allow_pickle=False)
+            if not np.issubdtype(value.dtype, np.number):
+                raise InputError(f"{path}: array of {value.dtype} is not numeric")
+            return torch.from_numpy(np.ascontiguousarray(value))
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure to deserialize is a bad input file
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path}: cannot read as a tensor ({reason})") from None
+    if not isinstance(value, Tensor):
+        raise InputError(f"{path}: holds a {type(value).__name__}, expected a tensor")
+    return value
+
+
+def load_input(path: Path) -> tuple[str, Tensor]:
+    """``("features", tensor)`` for ``.pt``/``.npy`` files, else ``("image", tensor)``."""
+    if path.suffix.lower() in TENSOR_SUFFIXES:
+        return "features", load_tensor(path)
+    return "image", load_image(path)

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+
+from codec.errors import CheckpointError
+from codec.facade import Codec
+from training import BaseCodecModule, TaskModule
+from training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
+
+
+def _trainer(steps: int, **kw: object) -> pl.Trainer:
+    return pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        **kw,
+    )
+
+
+@pytest.fixture(scope="module")
+def data() -> SyntheticScenesDataModule:
+    return SyntheticScenesDataModule(
+        image_size=32, train_size=64, val_size=16, test_size=16, batch_size=16, seed=0
+    )
+
+
+@pytest.fixture(scope="module")
+def fixed_batch() -> dict:
+    ds = SyntheticScenes("train", size=64, image_size=32, seed=0)  # the data being fitted
+    return collate_scenes([ds[i] for i in range(16)])
+
+
+@pytest.fixture(scope="module")
+def task_checkpoint(data, tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    task = TaskModule(lr=3e-3)
+    trainer = _trainer(20)
+    trainer.fit(task, data)
+    path = tmp_path_factory.mktemp("task") / "task.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def _codec_module(task_checkpoint: str, **kw: object) -> BaseCodecModule:
+    args = dict(task_checkpoint=task_checkpoint, N=16, M=16, attention=False, lmbda=4.0, lr=2e-3)
+    args.update(kw)
+    return BaseCodecModule(**args)
+
+
+def test_task_training_lowers_the_loss(data, fixed_batch) -> None:
+    torch.manual_seed(0)
+    task = TaskModule(lr=3e-3)
+    task.eval()
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(task(fixed_batch["image"]), fixed_batch["label"])
+    task.train()
+    _trainer(40).fit(task, data)
+    task.eval()
+    with torch.no_grad():
+        after = torch.nn.functional.cross_entropy(task(fixed_batch["image"]), fixed_batch["label"])
+    assert after < before
+
+
+@pytest.mark.parametrize("distortion", ["ce", "distill"])
+def test_codec_training_lowers_the_loss(task_checkpoint, data, fixed_batch, distortion) -> None:
+    torch.manual_seed(0)
+    module = _codec_module(task_checkpoint, distortion=distortion)
+
+    def loss() -> float:
+        module.eval()
+        with torch.no_grad():
+            rd, _ = module._losses(fixed_batch)
+        return float(rd.loss)
+
+    before = loss()
+    module.train()
+    _trainer(30).fit(module, data)
+    assert loss() < before
+
+
+def test_back_end_is_frozen_during_training(task_checkpoint, data) -> None:
+    module = _codec_module(task_checkpoint)
+    back = {k: v.clone() for k, v in module.codec.back.state_dict().items()}
+    front = {k: v.clone() for k, v in module.codec.front.state_dict().items()}
+    _trainer(3).fit(module, data)
+    for k, v in module.codec.back.state_dict().items():
+        assert torch.equal(v, back[k]), k  # weights and BN statistics untouched
+    for k, v in module.codec.front.state_dict().items():
+        assert torch.equal(v, front[k]), k
+
+
+def test_aux_optimizer_moves_only_the_quantiles(task_checkpoint, data) -> None:
+    module = _codec_module(task_checkpoint)
+    q = module.codec.base.entropy_z.quantiles.detach().clone()
+    trainer = _trainer(3)
+    trainer.fit(module, data)
+    opt, aux = trainer.optimizers
+    assert [
+        p is module.codec.base.entropy_z.quantiles for g in aux.param_groups for p in g["params"]
+    ] == [True]
+    assert all(
+        p is not module.codec.base.entropy_z.quantiles
+        for g in opt.param_groups
+        for p in g["params"]
+    )
+    assert not torch.equal(q, module.codec.base.entropy_z.quantiles.detach())
+
+
+def test_training_checkpoint_rebuilds_the_codec_alone(task_checkpoint, data, tmp_path) -> None:
+    module = _codec_module(task_checkpoint)
+    trainer = _trainer(2)
+    trainer.fit(module, data)
+    path = tmp_path / "codec.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)  # nothing but plain data in it
+    assert ckpt["featcodec"]["kind"] == "codec"
+    codec = Codec.from_checkpoint(path)
+    assert codec.fingerprint == module.codec.eval().fingerprint
+    x = torch.rand(3, 32, 32)
+    torch.testing.assert_close(
+        codec.decode(module.codec.encode(x)).output, module.codec(x[None]).output
+    )
+    # a codec checkpoint is not a task network, and vice versa
+    with pytest.raises(CheckpointError, match="codec checkpoint, not a task"):
+        _codec_module(str(path))
+    with pytest.raises(CheckpointError, match="task checkpoint, not a codec"):
+        Codec.from_checkpoint(task_checkpoint)
+
+
+def test_task_checkpoint_must_match_the_backbone(task_checkpoint) -> None:
+    with pytest.raises(CheckpointError, match="expected scene_resnet10 with 7"):
+        _codec_module(task_checkpoint, num_classes=7)
+
+
+@pytest.mark.slow
+def test_real_bytes_match_the_estimate_on_a_trained_codec(task_checkpoint) -> None:
+    torch.manual_seed(0)
+    data = SyntheticScenesDataModule(image_size=64, train_size=256, batch_size=16, seed=1)
+    module = _codec_module(task_checkpoint, lmbda=50.0, N=32, M=32, lr=3e-3)
+    _trainer(150).fit(module, data)
+    codec = module.codec.eval()
+    ds = SyntheticScenes("test", size=6, image_size=256, seed=1)
+    real = estimate = 0.0
+    for i in range(len(ds)):
+        x = ds[i]["image"][None]
+        from codec.bitstream import unpack
+
+        stream = unpack(codec.encode(x))
+        real += 8 * sum(len(s.payload) for s in stream.sections)
+        estimate += float(codec(x).bits())
+    assert estimate > 20_000  # enough bits for per-stream constants not to dominate
+    assert abs(real / estimate - 1) < 0.02

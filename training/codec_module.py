@@ -1,0 +1,160 @@
+"""Lightning module that trains a base-layer codec in front of a frozen task network.
+
+Loss ``λ·d_task + R`` (see :mod:`training.losses`). The codec's main parameters and the
+factorized model's quantiles (its aux loss) have separate optimizers. Checkpoints carry the
+architecture, so ``featcodec encode/decode`` rebuild the codec from the file alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from codec.errors import CheckpointError
+from codec.facade import Codec
+from models.backbones import build_backbone, split_model
+from training.losses import Distortion, accuracy, rate_distortion
+from training.task import load_task_network
+
+
+class BaseCodecModule(pl.LightningModule):
+    """Train a :class:`~codec.facade.Codec`'s base layer at one rate–distortion trade-off.
+
+    Args:
+        backbone, num_classes, split_at: the task network and where it is split.
+        task_checkpoint: trained task network (``featcodec train --config configs/tasknet.yaml``).
+        backbone_weights: torchvision weights of the backbone, used when no task checkpoint.
+        N, M, downsample, hyper_downsample, blocks, attention: base codec architecture
+            (:class:`~codec.base.HyperpriorCodec`).
+        lmbda: weight λ of the task distortion.
+        distortion: ``"ce"`` (needs labels) or ``"distill"`` (to the uncompressed output).
+        lr: learning rate of the codec (Adam, cosine decay to 0 over the run).
+        aux_lr: learning rate of the quantile (aux) optimizer.
+        init_codec: warm-start from this codec checkpoint (same architecture; e.g. the
+            previous point of a λ sweep).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "scene_resnet10",
+        num_classes: int = 5,
+        split_at: str = "layer2",
+        task_checkpoint: str | None = None,
+        backbone_weights: str | None = None,
+        N: int = 128,
+        M: int = 128,
+        downsample: int = 1,
+        hyper_downsample: int = 2,
+        blocks: int = 1,
+        attention: bool = True,
+        lmbda: float = 1.0,
+        distortion: Distortion = "distill",
+        lr: float = 1e-3,
+        aux_lr: float = 1e-3,
+        init_codec: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        arch = {
+            "backbone": backbone,
+            "num_classes": num_classes,
+            "split_at": split_at,
+            "codec": {
+                "name": "hyperprior",
+                "N": N,
+                "M": M,
+                "downsample": downsample,
+                "hyper_downsample": hyper_downsample,
+                "blocks": blocks,
+                "attention": attention,
+            },
+        }
+        if task_checkpoint is not None:
+            net = load_task_network(task_checkpoint, backbone, num_classes)
+        else:
+            if backbone_weights is None and init_codec is None:
+                rank_zero_warn("training a codec in front of an untrained task network")
+            net = build_backbone(backbone, weights=backbone_weights, num_classes=num_classes)
+        self.codec = Codec.from_split(arch, split_model(net, split_at, backbone))
+        if init_codec is not None:
+            start = Codec.from_checkpoint(init_codec)
+            if start.arch != self.codec.arch:
+                raise CheckpointError(f"{init_codec}: architecture differs from this run's")
+            self.codec.load_state_dict(start.state_dict())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.codec(x).output
+
+    def _losses(self, batch: dict[str, Any]) -> tuple[Any, Any]:
+        x = batch["image"]
+        out = self.codec(x)
+        with torch.no_grad():
+            teacher = self.codec.back(out.features)
+        rd = rate_distortion(
+            out,
+            teacher,
+            batch.get("label"),
+            self.hparams.lmbda,
+            self.hparams.distortion,
+            x.shape[0] * x.shape[-2] * x.shape[-1],
+        )
+        return rd, (out, teacher)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        opt, aux_opt = self.optimizers()
+        rd, _ = self._losses(batch)
+        opt.zero_grad()
+        self.manual_backward(rd.loss)
+        self.clip_gradients(opt, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+        opt.step()
+        aux = self.codec.aux_loss()
+        aux_opt.zero_grad()
+        self.manual_backward(aux)
+        aux_opt.step()
+        self.lr_schedulers().step()
+        self.log_dict(
+            {
+                "train/loss": rd.loss,
+                "train/bpp_est": rd.bpp,
+                "train/distortion": rd.distortion,
+                "train/aux": aux,
+            },
+            prog_bar=False,
+            on_step=True,
+            on_epoch=True,
+        )
+
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+        rd, (out, teacher) = self._losses(batch)
+        metrics = {
+            f"{stage}/loss": rd.loss,
+            f"{stage}/bpp_est": rd.bpp,
+            f"{stage}/distortion": rd.distortion,
+        }
+        if "label" in batch:
+            metrics[f"{stage}/acc"] = accuracy(out.output, batch["label"])
+            metrics[f"{stage}/acc_uncompressed"] = accuracy(teacher, batch["label"])
+        self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=batch["image"].shape[0])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        quantiles = self.codec.base.entropy_z.quantiles
+        main = [p for p in self.codec.base.parameters() if p is not quantiles]
+        opt = torch.optim.Adam(main, lr=self.hparams.lr)
+        aux_opt = torch.optim.Adam([quantiles], lr=self.hparams.aux_lr)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return [opt, aux_opt], [sched]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
