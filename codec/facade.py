@@ -107,6 +107,7 @@ class Codec(nn.Module):
         for p in (*self.front.parameters(), *self.back.parameters()):
             p.requires_grad_(False)
         self._fingerprint: tuple[tuple[int, ...], bytes] | None = None
+        self._tensors: dict[str, Tensor] | None = None
         self.train()
 
     # construction ---------------------------------------------------------------------------
@@ -123,6 +124,10 @@ class Codec(nn.Module):
         model = build_backbone(arch["backbone"], weights=weights, num_classes=arch["num_classes"])
         return cls.from_split(arch, split_model(model, arch["split_at"], arch["backbone"]))
 
+    def _apply(self, fn: Any, recurse: bool = True) -> Codec:
+        self._tensors = self._fingerprint = None  # .to()/.half() may replace tensors
+        return super()._apply(fn, recurse)
+
     def train(self, mode: bool = True) -> Codec:
         super().train(mode)
         self.front.eval()
@@ -137,7 +142,11 @@ class Codec(nn.Module):
             return self.front(self.normalize(x))
 
     def forward(self, x: Tensor) -> CodecOutput:
-        f = self.features(x)
+        """Training pass on images ``x`` ``(B, 3, H, W)``."""
+        return self.forward_features(self.features(x))
+
+    def forward_features(self, f: Tensor) -> CodecOutput:
+        """Training pass on features ``f`` ``(B, C, h, w)`` already taken at the split."""
         out = self.base(f)
         return CodecOutput(self.back(out.features_hat), f, out.features_hat, out.likelihoods)
 
@@ -148,13 +157,19 @@ class Codec(nn.Module):
 
     @property
     def fingerprint(self) -> bytes:
-        """Hash of the architecture and of every weight; changes whenever a weight does."""
-        tensors = [*self.parameters(), *self.buffers()]
-        stamp = tuple(v for t in tensors for v in (id(t), t._version))
+        """Hash of the architecture and of every weight; changes whenever a weight does.
+
+        Recomputed only when a tensor was modified in place (an optimizer step, a state-dict
+        load) or replaced, which the tensors' version counters tell.
+        """
+        if self._tensors is None:
+            self._tensors = self.state_dict(keep_vars=True)
+        tensors = self._tensors
+        stamp = tuple(t._version for t in tensors.values())
         if self._fingerprint is None or self._fingerprint[0] != stamp:
             h = hashlib.blake2b(digest_size=FINGERPRINT_BYTES)
             h.update(json.dumps(self.arch, sort_keys=True).encode())
-            for name, value in sorted(self.state_dict().items()):
+            for name, value in sorted(tensors.items()):
                 h.update(name.encode())
                 h.update(value.detach().cpu().contiguous().numpy().tobytes())
             self._fingerprint = (stamp, h.digest())

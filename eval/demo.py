@@ -2,7 +2,7 @@
 
 1. train the scene task network (scene_resnet10, a small torchvision ResNet);
 2. train base codecs in front of its frozen back half, split after layer2, at several λ
-   (each warm-started from the previous, higher-rate one);
+   (the first from scratch, each next one fine-tuned from the previous, higher-rate one);
 3. encode the test split through real ``.fcb`` files, decode them, run the task;
 4. print λ, bpp from the files' bytes, the likelihood estimate, and task accuracy with and
    without compression; write ``results.json`` and TensorBoard logs under the run folder.
@@ -35,17 +35,20 @@ class DemoConfig:
     """What the demo trains and measures; the defaults fit in minutes on 2 CPU cores."""
 
     out: str = "runs/demo"
-    image_size: int = 64
-    train_size: int = 3000
+    image_size: int = 48
+    train_size: int = 4800
     val_size: int = 200
-    test_size: int = 500
+    test_size: int = 300
     batch_size: int = 32
-    task_epochs: int = 6
+    task_epochs: int = 4
     codec_epochs: int = 3
+    finetune_epochs: int = 1
     lambdas: tuple[float, ...] = (4.0, 1.0, 0.25)
-    N: int = 96
-    M: int = 96
-    distortion: str = "ce"
+    N: int = 64
+    M: int = 64
+    attention: bool = False
+    distortion: str = "distill"
+    lr: float = 3e-3
     seed: int = 0
     threads: int | None = None
     progress: bool = True
@@ -63,6 +66,7 @@ class DemoConfig:
             batch_size=16,
             task_epochs=1,
             codec_epochs=1,
+            finetune_epochs=1,
             lambdas=(2.0, 0.5),
             N=16,
             M=16,
@@ -143,11 +147,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             task_checkpoint=str(task_ckpt),
             N=cfg.N,
             M=cfg.M,
+            attention=cfg.attention,
+            lr=cfg.lr,
+            cache_frozen=True,
             lmbda=lmbda,
             distortion=cfg.distortion,  # type: ignore[arg-type]
             init_codec=str(previous) if previous else None,
         )
-        trainer = _trainer(cfg, f"codec_lambda{lmbda:g}", cfg.codec_epochs, root)
+        epochs = cfg.finetune_epochs if previous else cfg.codec_epochs
+        trainer = _trainer(cfg, f"codec_lambda{lmbda:g}", epochs, root)
         trainer.fit(module, data)
         previous = root / f"codec-lambda{lmbda:g}.ckpt"
         trainer.save_checkpoint(previous)

@@ -170,3 +170,19 @@ def test_bad_checkpoints_are_refused(tmp_path, tiny_checkpoint) -> None:
     torch.save(ckpt, partial)
     with pytest.raises(CheckpointError, match="do not fit"):
         Codec.from_checkpoint(partial)
+
+
+@pytest.mark.cuda
+def test_cuda_round_trip_is_exact(tiny_arch: dict) -> None:
+    torch.manual_seed(0)
+    codec = Codec.build(tiny_arch).eval().cuda()
+    x = torch.rand(3, 48, 40, device="cuda")
+    data = codec.encode(x)
+    decoded = codec.decode(data)
+    reference = codec(x[None])
+    assert decoded.features.device.type == "cuda"
+    torch.testing.assert_close(decoded.features, reference.features_hat)
+    f = codec.features(x[None])
+    code = codec.base.compress(f)
+    _, y_hat = codec.base.decompress(code.y, code.z, tuple(f.shape[-2:]))
+    assert torch.equal(y_hat, code.y_hat)

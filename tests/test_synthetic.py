@@ -132,7 +132,18 @@ def test_layout_scales_with_image_size() -> None:
         f = 0.5 * min(size)
         for scene in _scenes(size, 10):
             radius = torch.linalg.det(scene.transforms[:, :, :2].double()).sqrt()
-            assert bool((radius >= f * 0.6 / 6.0).all() and (radius <= f * 1.2 / 2.0).all())
+            # distractors: s in [0.4, 0.7], z in [3, 5.9]; main object: s in [1.1, 1.4], z in [2, 2.6]
+            assert bool((radius >= f * 0.4 / 5.9).all() and (radius <= f * 1.4 / 2.0).all())
+
+
+def test_main_object_is_the_largest_and_usually_the_label() -> None:
+    layouts = [sample_layout(seed, 64) for seed in range(200)]
+    for layout in layouts:
+        main, *others = layout.shapes
+        assert all(main.radius > o.radius and main.depth < o.depth for o in others)
+    scenes = _scenes((64, 64), 100)
+    agree = sum(int(s.label) == int(s.box_labels[0]) for s in scenes)
+    assert agree >= 95  # occlusion by the border can rarely make a distractor dominant
 
 
 @pytest.mark.parametrize("size", [(64, 64), (96, 160)])
@@ -390,7 +401,8 @@ def test_dataset_items_are_deterministic_and_cached() -> None:
     b = SyntheticScenes("train", size=5, image_size=(40, 56), seed=3, cache=False)
     assert len(a) == 5
     item = a[2]
-    assert set(item) == {*SCENE_FIELDS, "label"}
+    assert set(item) == {*SCENE_FIELDS, "label", "index"}
+    assert int(item["index"]) == 2 and int(a[-1]["index"]) == 4
     assert item["label"].dtype == torch.int64 and item["label"].shape == ()
     assert a[2]["image"] is item["image"]  # memoised
     assert b[2]["image"] is not b[2]["image"]  # rendered again, but identical

@@ -157,3 +157,20 @@ def test_real_bytes_match_the_estimate_on_a_trained_codec(task_checkpoint) -> No
         estimate += float(codec(x).bits())
     assert estimate > 20_000  # enough bits for per-stream constants not to dominate
     assert abs(real / estimate - 1) < 0.02
+
+
+def test_cached_frozen_outputs_equal_recomputed_ones(task_checkpoint, fixed_batch) -> None:
+    module = _codec_module(task_checkpoint, cache_frozen=True).eval()
+    first = module._frozen_outputs(fixed_batch, cache=True)
+    assert len(module._frozen) == 16
+    image = fixed_batch["image"].clone()
+    fixed_batch["image"].zero_()  # the cache, not the images, must now supply the outputs
+    try:
+        cached = module._frozen_outputs(fixed_batch, cache=True)
+    finally:
+        fixed_batch["image"].copy_(image)
+    for a, b in zip(first, cached, strict=True):
+        torch.testing.assert_close(a, b)
+    uncached = module._frozen_outputs(fixed_batch, cache=False)
+    for a, b in zip(first, uncached, strict=True):
+        torch.testing.assert_close(a, b)

@@ -37,7 +37,7 @@ class TaskModule(pl.LightningModule):
         backbone: str = "scene_resnet10",
         num_classes: int = 5,
         weights: str | None = None,
-        lr: float = 3e-3,
+        lr: float = 2e-3,
         weight_decay: float = 1e-4,
     ) -> None:
         super().__init__()

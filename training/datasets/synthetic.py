@@ -64,8 +64,8 @@ _TAG_CLIPS = 0xC11B
 
 # The first shape is the scene's main object: large and nearest, so that it is the dominant
 # shape (the label) in almost every scene; the others are smaller, farther distractors.
-_MAIN_DEPTH = (2.0, 3.0)
-_MAIN_SIZE = (0.9, 1.2)
+_MAIN_DEPTH = (2.0, 2.6)
+_MAIN_SIZE = (1.1, 1.4)
 _DISTRACTOR_DEPTH = (3.0, 5.9)
 _DISTRACTOR_SIZE = (0.4, 0.7)
 _BACKGROUND_DEPTH = (6.0, 10.0)
@@ -549,7 +549,7 @@ def sample_layout(seed: int, size: SizeLike = (128, 128), attempt: int = 0) -> S
         gradient,
         np.array(fmin),
         np.array(fmax),
-        0.1,
+        0.03,
     )
     background = Background(
         texture=textures[0],
@@ -969,7 +969,7 @@ class _Memoised(Dataset):
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for {self.size} items")
         if not self.cache:
-            return self._render(index)
+            return {**self._render(index), "index": torch.tensor(index)}
         stored = self._items.get(index)
         if stored is None:
             stored = {
@@ -977,7 +977,8 @@ class _Memoised(Dataset):
                 for k, v in self._render(index).items()
             }
             self._items[index] = stored
-        return {k: v.long() if k in _LABEL_MAPS else v for k, v in stored.items()}
+        item = {k: v.long() if k in _LABEL_MAPS else v for k, v in stored.items()}
+        return {**item, "index": torch.tensor(index)}
 
 
 class SyntheticScenes(_Memoised):

@@ -1,0 +1,88 @@
+"""The README's workflows end to end: LightningCLI configs, the demo, the benchmark."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from codec.bitstream import unpack
+from codec.facade import Codec
+from featcodec.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _small_config(name: str, tmp: Path, **model: object) -> Path:
+    """The shipped config with its paths under ``tmp`` and a few-step budget."""
+    cfg = yaml.safe_load((ROOT / "configs" / name).read_text())
+    cfg["trainer"].update(max_steps=3, max_epochs=1, limit_val_batches=1, enable_progress_bar=False)
+    cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp / "runs")
+    cfg["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp / name / "checkpoints")
+    cfg["data"]["init_args"].update(image_size=32, train_size=24, val_size=8, batch_size=8)
+    cfg["model"]["init_args"].update(model)
+    path = tmp / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_configs_with_lightning_cli(tmp_path: Path) -> None:
+    assert main(["train", "--config", str(_small_config("tasknet.yaml", tmp_path))]) == 0
+    task_ckpt = tmp_path / "tasknet.yaml" / "checkpoints" / "last.ckpt"
+    assert torch.load(task_ckpt, weights_only=True)["featcodec"]["kind"] == "task"
+
+    quick = _small_config("quickstart.yaml", tmp_path, task_checkpoint=str(task_ckpt), N=16, M=16)
+    # a command-line override wins over the file
+    assert main(["train", "--config", str(quick), "--model.lmbda", "0.25"]) == 0
+    ckpt = tmp_path / "quickstart.yaml" / "checkpoints" / "last.ckpt"
+    loaded = torch.load(ckpt, weights_only=True)
+    assert loaded["hyper_parameters"]["lmbda"] == 0.25
+    codec = Codec.from_checkpoint(ckpt)
+    assert codec.arch["codec"]["N"] == 16
+    assert codec.decode(codec.encode(torch.rand(3, 32, 32))).output.shape == (1, 5)
+    assert list((tmp_path / "runs").glob("quickstart/**/events.out.tfevents.*"))
+
+
+def test_train_with_a_missing_task_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
+    quick = _small_config("quickstart.yaml", tmp_path, task_checkpoint=str(tmp_path / "no.ckpt"))
+    assert main(["train", "--config", str(quick)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"featcodec: error: checkpoint not found: {tmp_path / 'no.ckpt'}"
+
+
+@pytest.mark.slow
+def test_quick_demo_end_to_end(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    points = results["points"]
+    assert [p["lambda"] for p in points] == [2.0, 0.5]
+    for p in points:
+        streams = sorted((out / "streams" / f"lambda{p['lambda']:g}").glob("*.fcb"))
+        assert len(streams) == p["images"] == 16
+        total = sum(s.stat().st_size for s in streams)
+        # the reported rate is the files' size
+        assert p["bpp"] == pytest.approx(8 * total / (16 * 32 * 32))
+        assert 0 < p["bpp_payload"] < p["bpp"]
+        assert 0 <= p["accuracy"] <= 1 and 0 <= p["accuracy_uncompressed"] <= 1
+        assert all(unpack(s.read_bytes()) for s in streams)
+    assert list((out / "logs").glob("**/events.out.tfevents.*"))
+    table = capsys.readouterr().out
+    assert "bpp (file)" in table and "acc uncompressed" in table
+
+
+def test_entropy_bench_reports_both_paths(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", "entropy", "--shape", "16", "24", "24", "--repeat", "1", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"featcodec", "compressai"}
+    for r in report["results"].values():
+        assert r["exact"] and r["bytes"] > 0 and r["encode_ms"] > 0
+        assert r["overhead_pct"] == pytest.approx(100 * (8 * r["bytes"] / (8 * report["ideal_bytes"]) - 1))
+    assert report["ratios"]["bytes"] == pytest.approx(
+        report["results"]["featcodec"]["bytes"] / report["results"]["compressai"]["bytes"]
+    )
+    assert "featcodec / compressai" in capsys.readouterr().out
