@@ -252,7 +252,13 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     # compressai scripts a helper at import time, which torch now flags as deprecated
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    # lightning's own use of a deprecated torch.utils._pytree API (not actionable by users)
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # everything after it belongs to LightningCLI
+        args = argparse.Namespace(func=_train, args=argv[1:])
+    else:
+        args = _parser().parse_args(argv)
     try:
         return args.func(args)
     except FeatcodecError as e:

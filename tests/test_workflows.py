@@ -21,7 +21,7 @@ def _small_config(name: str, tmp: Path, **model: object) -> Path:
     cfg = yaml.safe_load((ROOT / "configs" / name).read_text())
     cfg["trainer"].update(max_steps=3, max_epochs=1, limit_val_batches=1, enable_progress_bar=False)
     cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(tmp / "runs")
-    cfg["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp / name / "checkpoints")
+    cfg["trainer"]["callbacks"][0]["init_args"]["dirpath"] = str(tmp / Path(name).stem / "ckpt")
     cfg["data"]["init_args"].update(image_size=32, train_size=24, val_size=8, batch_size=8)
     cfg["model"]["init_args"].update(model)
     path = tmp / name
@@ -31,13 +31,13 @@ def _small_config(name: str, tmp: Path, **model: object) -> Path:
 
 def test_train_configs_with_lightning_cli(tmp_path: Path) -> None:
     assert main(["train", "--config", str(_small_config("tasknet.yaml", tmp_path))]) == 0
-    task_ckpt = tmp_path / "tasknet.yaml" / "checkpoints" / "last.ckpt"
+    task_ckpt = tmp_path / "tasknet" / "ckpt" / "last.ckpt"
     assert torch.load(task_ckpt, weights_only=True)["featcodec"]["kind"] == "task"
 
     quick = _small_config("quickstart.yaml", tmp_path, task_checkpoint=str(task_ckpt), N=16, M=16)
     # a command-line override wins over the file
     assert main(["train", "--config", str(quick), "--model.lmbda", "0.25"]) == 0
-    ckpt = tmp_path / "quickstart.yaml" / "checkpoints" / "last.ckpt"
+    ckpt = tmp_path / "quickstart" / "ckpt" / "last.ckpt"
     loaded = torch.load(ckpt, weights_only=True)
     assert loaded["hyper_parameters"]["lmbda"] == 0.25
     codec = Codec.from_checkpoint(ckpt)
@@ -50,7 +50,10 @@ def test_train_with_a_missing_task_checkpoint_is_one_line(tmp_path: Path, capsys
     quick = _small_config("quickstart.yaml", tmp_path, task_checkpoint=str(tmp_path / "no.ckpt"))
     assert main(["train", "--config", str(quick)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"featcodec: error: checkpoint not found: {tmp_path / 'no.ckpt'}"
+    assert err[-1] == (
+        f"featcodec: error: task checkpoint not found: {tmp_path / 'no.ckpt'} "
+        "(train one first: featcodec train --config configs/tasknet.yaml)"
+    )
 
 
 @pytest.mark.slow

@@ -144,9 +144,9 @@ class BaseCodecModule(pl.LightningModule):
                 "train/distortion": rd.distortion,
                 "train/aux": aux,
             },
-            prog_bar=False,
             on_step=True,
             on_epoch=True,
+            batch_size=batch["image"].shape[0],
         )
 
     def _evaluate(self, batch: dict[str, Any], stage: str) -> None:

@@ -8,6 +8,7 @@ rebuild it from the file alone.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -52,9 +53,8 @@ class TaskModule(pl.LightningModule):
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
         logits = self(batch["image"])
         loss = F.cross_entropy(logits, batch["label"])
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=True)
-        self.log(f"{stage}/acc", accuracy(logits, batch["label"]), prog_bar=True, on_epoch=True)
+        metrics = {f"{stage}/loss": loss, f"{stage}/acc": accuracy(logits, batch["label"])}
+        self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=len(logits))
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -85,6 +85,11 @@ class TaskModule(pl.LightningModule):
 
 def load_task_network(path: str | os.PathLike[str], backbone: str, num_classes: int) -> nn.Module:
     """The trained network of a task checkpoint, checked against the expected architecture."""
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"task checkpoint not found: {path} "
+            "(train one first: featcodec train --config configs/tasknet.yaml)"
+        )
     ckpt = load_checkpoint(path, kind="task")
     arch = ckpt["featcodec"]["arch"]
     if (arch.get("backbone"), arch.get("num_classes")) != (backbone, num_classes):
