@@ -132,7 +132,7 @@ def test_layout_scales_with_image_size() -> None:
         f = 0.5 * min(size)
         for scene in _scenes(size, 10):
             radius = torch.linalg.det(scene.transforms[:, :, :2].double()).sqrt()
-            # distractors: s in [0.4, 0.7], z in [3, 5.9]; main object: s in [1.1, 1.4], z in [2, 2.6]
+            # distractors: s in [0.4, 0.7], z in [3, 5.9]; main: s in [1.1, 1.4], z in [2, 2.6]
             assert bool((radius >= f * 0.4 / 5.9).all() and (radius <= f * 1.4 / 2.0).all())
 
 
