@@ -4,13 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean ffmpeg
 
-demo: $(STAMP)
+demo: $(STAMP) ffmpeg
 	$(BIN)/featcodec demo
 
-test: $(STAMP)
+test: $(STAMP) ffmpeg
 	$(BIN)/python -m pytest
+
+# the x265 anchor needs ffmpeg; installed with apt-get where missing (a warning if impossible)
+ffmpeg:
+	@scripts/ensure-ffmpeg.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check codec models training eval featcodec tests

@@ -209,15 +209,26 @@ class Codec(nn.Module):
         ``(h·stride, w·stride)``.
         """
         f = self._check_input(f, self.channels, "features").to(self._device)
+        return self.encode_batch(f, input_size)[0]
+
+    @torch.no_grad()
+    def encode_batch(self, f: Tensor, input_size: tuple[int, int] | None = None) -> list[bytes]:
+        """One stream per element of a batch of features ``(B, C, h, w)`` (not validated:
+        for features this codec's front produced, e.g. during validation)."""
         h, w = f.shape[-2:]
         H, W = input_size or (h * self.stride, w * self.stride)
         code = self.base.compress(f)
-        stream = Stream(
-            self.fingerprint,
-            {ShapeTag.INPUT: (3, H, W), ShapeTag.FEATURES: tuple(f.shape[1:])},
-            (Section(SectionKind.HYPER, code.z[0]), Section(SectionKind.BASE, code.y[0])),
-        )
-        return pack(stream)
+        shapes = {ShapeTag.INPUT: (3, H, W), ShapeTag.FEATURES: tuple(f.shape[1:])}
+        return [
+            pack(
+                Stream(
+                    self.fingerprint,
+                    shapes,
+                    (Section(SectionKind.HYPER, z), Section(SectionKind.BASE, y)),
+                )
+            )
+            for y, z in zip(code.y, code.z, strict=True)
+        ]
 
     def check_stream(self, stream: Stream) -> tuple[int, int]:
         """Raise :class:`BitstreamError` unless this model can decode ``stream``."""

@@ -4,15 +4,19 @@
 2. train base codecs in front of its frozen back half, split after layer2, at several λ
    (the first from scratch, each next one fine-tuned from the previous, higher-rate one);
 3. encode the test split through real ``.fcb`` files, decode them, run the task;
-4. print λ, bpp from the files' bytes, the likelihood estimate, and task accuracy with and
-   without compression; write ``results.json`` and TensorBoard logs under the run folder.
+4. code the same feature tensors with classical anchors (x265 tiling, JPEG, quantize+zstd)
+   and push them through the same back end;
+5. print λ, bpp from the files' bytes, the likelihood estimate, and task accuracy with and
+   without compression, then the BD-rate of the learned codec against each anchor at equal
+   accuracy; write ``rd.json``/``rd.csv`` (the ``featcodec eval rd`` format), ``rd.png``,
+   ``results.json`` and TensorBoard logs (with the RD figure) under the run folder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,11 @@ from torch.utils.tensorboard import SummaryWriter
 
 from codec.facade import Codec
 from codec.files import atomic_write
-from eval.rd import RDPoint, measure
+from eval.anchors import build_anchor
+from eval.bd import BDResult, Curve, bd_rate, format_bd
+from eval.plot import plot_rd, save_figure
+from eval.rd import TaskSplit, evaluate_anchor, evaluate_codec, synthetic_eval_set
+from eval.results import RDRow, software_versions, write_results
 from training.codec_module import BaseCodecModule
 from training.datasets import SyntheticScenesDataModule
 from training.task import TaskModule
@@ -49,6 +57,7 @@ class DemoConfig:
     attention: bool = False
     distortion: str = "distill"
     lr: float = 3e-3
+    anchors: tuple[str, ...] = ("x265-12bit", "jpeg", "zstd")
     seed: int = 0
     threads: int | None = None
     progress: bool = True
@@ -67,6 +76,7 @@ class DemoConfig:
             codec_epochs=1,
             finetune_epochs=1,
             lambdas=(2.0, 0.5),
+            anchors=("x265-12bit", "zstd"),
             N=16,
             M=16,
             progress=False,
@@ -87,23 +97,17 @@ def _trainer(cfg: DemoConfig, name: str, epochs: int, root: Path) -> pl.Trainer:
     )
 
 
-def _labelled(dataset: Any) -> Iterator[tuple[str, torch.Tensor, int]]:
-    for i in range(len(dataset)):
-        item = dataset[i]
-        yield f"{i:05d}", item["image"], int(item["label"])
-
-
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """The demo's results as a text table."""
+    """The learned codec's points as a text table."""
     head = (
-        f"{'lambda':>7}{'bpp (file)':>12}{'bpp (payload)':>15}{'bpp (est.)':>12}"
+        f"{'lambda':>7}{'bpp (file)':>12}{'bpp (est.)':>12}"
         f"{'acc':>8}{'acc uncompressed':>18}{'enc ms':>8}{'dec ms':>8}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
-            f"{r['lambda']:>7g}{r['bpp']:>12.4f}{r['bpp_payload']:>15.4f}"
-            f"{r['bpp_estimated']:>12.4f}{r['accuracy']:>8.3f}{r['accuracy_uncompressed']:>18.3f}"
+            f"{r['lambda']:>7g}{r['bpp']:>12.4f}{r['bpp_estimated']:>12.4f}"
+            f"{r['accuracy']:>8.3f}{r['accuracy_uncompressed']:>18.3f}"
             f"{r['encode_ms']:>8.1f}{r['decode_ms']:>8.1f}"
         )
     return "\n".join(lines)
@@ -127,7 +131,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     )
     timings: dict[str, float] = {}
 
-    print(f"[1/3] training the task network on {cfg.train_size} synthetic scenes", flush=True)
+    print(f"[1/4] training the task network on {cfg.train_size} synthetic scenes", flush=True)
     t0 = time.perf_counter()
     task = TaskModule(num_classes=data.num_classes)
     trainer = _trainer(cfg, "tasknet", cfg.task_epochs, root)
@@ -139,7 +143,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     checkpoints: list[tuple[float, Path]] = []
     previous: Path | None = None
     for i, lmbda in enumerate(sorted(cfg.lambdas, reverse=True)):
-        print(f"[2/3] training base codec {i + 1}/{len(cfg.lambdas)}, λ={lmbda:g}", flush=True)
+        print(f"[2/4] training base codec {i + 1}/{len(cfg.lambdas)}, λ={lmbda:g}", flush=True)
         t0 = time.perf_counter()
         module = BaseCodecModule(
             num_classes=data.num_classes,
@@ -161,34 +165,117 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         checkpoints.append((lmbda, previous))
         timings[f"codec_training_lambda{lmbda:g}_s"] = time.perf_counter() - t0
 
-    print(f"[3/3] coding the {cfg.test_size} test scenes through .fcb files", flush=True)
-    data.setup("test")
-    test_set = data.test_dataloader().dataset
+    print(f"[3/4] coding the {cfg.test_size} test scenes through .fcb files", flush=True)
+    test = synthetic_eval_set("test", cfg.test_size, cfg.image_size, cfg.seed)
     t0 = time.perf_counter()
-    rows = []
+    learned = "learned (hyperprior)"
+    rd_rows: list[RDRow] = []
     for lmbda, ckpt in checkpoints:
-        codec = Codec.from_checkpoint(ckpt)
-        point: RDPoint = measure(
-            codec,
-            _labelled(test_set),
-            stream_dir=root / "streams" / f"lambda{lmbda:g}",
-            progress=f"λ={lmbda:g}" if cfg.progress else None,
+        rd_rows.append(
+            evaluate_codec(
+                Codec.from_checkpoint(ckpt),
+                test,
+                learned,
+                f"λ={lmbda:g}",
+                setting=lmbda,
+                checkpoint=str(ckpt),
+                stream_dir=root / "streams" / f"lambda{lmbda:g}",
+                progress=cfg.progress,
+            )
         )
-        rows.append({"lambda": lmbda, "checkpoint": str(ckpt), **point.as_dict()})
     timings["coding_s"] = time.perf_counter() - t0
+
+    print("[4/4] coding the same feature tensors with classical anchors", flush=True)
+    t0 = time.perf_counter()
+    split = TaskSplit.of_codec(Codec.from_checkpoint(checkpoints[0][1]))
+    reference = rd_rows[0].reference["accuracy"]
+    skipped: dict[str, str] = {}
+    for name in cfg.anchors:
+        anchor = build_anchor(name)
+        reason = anchor.available()
+        if reason is not None:
+            skipped[name] = reason
+            print(f"      {name} skipped: {reason}", flush=True)
+            continue
+        for setting in anchor.settings:
+            rd_rows.append(evaluate_anchor(anchor, setting, split, test, reference))
+    timings["anchors_s"] = time.perf_counter() - t0
+
+    software = software_versions(ffmpeg=any(a.startswith("x265") for a in cfg.anchors))
+    write_results(
+        root / "rd.json",
+        rd_rows,
+        task="classification",
+        metric="accuracy",
+        dataset=test.info,
+        software=software,
+    )
+    curves = _curves(rd_rows)
+    bd = [bd_rate(c, curves[0]) for c in curves[1:]]
+    figure = plot_rd(
+        curves,
+        "accuracy",
+        title=f"synthetic scenes {cfg.image_size}×{cfg.image_size}, split after layer2",
+        reference=reference,
+        bd=bd,
+    )
+    with SummaryWriter(str(root / "logs" / "demo")) as writer:
+        for step, r in enumerate(r for r in rd_rows if r.kind == "learned"):
+            writer.add_scalar("demo/bpp", r.bpp, step)
+            writer.add_scalar("demo/accuracy", r.metrics["accuracy"], step)
+        writer.add_text("demo/bd_rate", "```\n" + format_bd(bd, "accuracy") + "\n```")
+        writer.add_figure("demo/rd", figure, close=False)
+    save_figure(figure, root / "rd.png")
     timings["total_s"] = time.perf_counter() - start
 
+    points = [
+        {
+            "lambda": r.setting,
+            "checkpoint": r.checkpoint,
+            "images": r.images,
+            "bpp": r.bpp,
+            "bpp_estimated": r.bpp_estimated,
+            "accuracy": r.metrics["accuracy"],
+            "accuracy_uncompressed": r.reference["accuracy"],
+            "encode_ms": r.encode_ms,
+            "decode_ms": r.decode_ms,
+        }
+        for r in rd_rows
+        if r.kind == "learned"
+    ]
     results = {
         "config": asdict(cfg),
         "task_checkpoint": str(task_ckpt),
-        "points": rows,
+        "points": points,
+        "bd_rate": [b.as_dict() for b in bd],
+        "anchors_skipped": skipped,
         "timings": timings,
         "torch_threads": torch.get_num_threads(),
+        "files": {"rd": "rd.json", "csv": "rd.csv", "figure": "rd.png"},
     }
     atomic_write(root / "results.json", json.dumps(results, indent=2))
-    with SummaryWriter(str(root / "logs" / "demo")) as writer:
-        for step, r in enumerate(rows):
-            for key in ("bpp", "bpp_estimated", "accuracy", "accuracy_uncompressed"):
-                writer.add_scalar(f"demo/{key}", r[key], step)
-        writer.add_text("demo/results", "```\n" + format_table(rows) + "\n```")
     return results
+
+
+def _curves(rows: list[RDRow]) -> list[Curve]:
+    """One curve per codec (learned first), points sorted by rate."""
+    out = []
+    for name in dict.fromkeys(r.codec for r in rows):
+        mine = sorted((r for r in rows if r.codec == name), key=lambda r: r.bpp)
+        out.append(Curve(name, [r.bpp for r in mine], [r.metrics["accuracy"] for r in mine]))
+    return out
+
+
+def format_bd_rates(results: dict[str, Any]) -> str:
+    """The demo's BD-rate table, from ``results.json``'s entries."""
+    rows = [
+        BDResult(
+            b["test"],
+            b["anchor"],
+            b["bd_rate"] if b["bd_rate"] is not None else math.nan,
+            b["overlap"],
+            b["notes"],
+        )
+        for b in results["bd_rate"]
+    ]
+    return format_bd(rows, "accuracy")

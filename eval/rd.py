@@ -1,119 +1,364 @@
-"""One rate–distortion point of a codec, measured through real ``.fcb`` bitstreams.
+"""Rate–distortion points measured from real bitstreams, for learned codecs and anchors.
 
-Every image is encoded to a stream, the stream is written to disk (when a folder is given),
-read back, decoded, and the task runs on the decoded features. The rate is the size of the
-files; the likelihood estimate is reported beside it, labelled as an estimate.
+A learned codec's point: every image is encoded into a ``.fcb`` stream, the stream is written
+to disk (when a folder is given) and read back, decoded, and the task runs on the decoded
+features. An anchor's point: the same images' feature tensors (the same front of the same
+task network) go through a classical codec (:mod:`eval.anchors`), and its decoded tensors go
+through the same back end. Rates are the streams' real bytes in both cases; the learned
+codec's likelihood estimate is reported beside it, labelled as an estimate.
+
+::
+
+    dataset ─▶ x ─front─▶ F ─┬─ codec.encode ─▶ .fcb ─ codec.decode ─▶ F̂ ─back─▶ metric
+                             └─ anchor.encode ─▶ bytes ─ anchor.decode ─▶ F̂ ─back─▶ metric
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from codec import bitstream
 from codec.entropy import bits
-from codec.facade import Codec
+from codec.errors import CheckpointError, InputError
+from codec.facade import Codec, load_checkpoint
 from codec.files import atomic_write
+from eval.anchors import Anchor
+from eval.metrics import PSNR, TaskMetric, task_metric, task_of
+from eval.results import RDRow
+from models.backbones import Normalize, split_model
+from training.task import load_task_network
 
 
 @dataclass
-class RDPoint:
-    """Averages over a dataset split.
+class EvalSet:
+    """The images of a dataset split, held in memory, with what describes them.
 
     Attributes:
-        images: number of images coded.
-        bpp: bits per input pixel of the whole ``.fcb`` files (header included).
-        bpp_payload: bits per input pixel of the entropy-coded sections alone.
-        bpp_estimated: −Σlog₂p of the latents per input pixel (likelihood estimate).
-        bits_per_element: file bits per feature-tensor element.
-        accuracy: task accuracy on the decoded features.
-        accuracy_uncompressed: task accuracy of the uncompressed network.
-        encode_ms, decode_ms: mean wall time per image (front + encode; decode + back).
+        items: dataset items (dicts with ``image`` (3, H, W) in [0, 1] and the task's targets).
+        collate: the dataset's collate function (items → batch).
+        num_classes: classes of the dataset's classification task.
+        info: name, split, size, image size and seed, for results files.
     """
 
-    images: int
-    bpp: float
-    bpp_payload: float
-    bpp_estimated: float
-    bits_per_element: float
-    accuracy: float
-    accuracy_uncompressed: float
-    encode_ms: float
-    decode_ms: float
+    items: list[dict[str, Any]]
+    collate: Callable[[list[dict[str, Any]]], dict[str, Any]]
+    num_classes: int
+    info: dict[str, Any]
 
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def batches(self, size: int) -> Iterator[dict[str, Any]]:
+        """The items in order, collated into batches of ``size``."""
+        for i in range(0, len(self.items), size):
+            yield self.collate(self.items[i : i + size])
+
+
+def synthetic_eval_set(
+    split: str = "test", size: int = 300, image_size: int = 48, seed: int = 0
+) -> EvalSet:
+    """``size`` scenes of the embedded synthetic dataset's ``split``."""
+    from training.datasets import SHAPE_CLASSES, SyntheticScenes, collate_scenes
+
+    if split not in ("train", "val", "test"):
+        raise InputError(f"unknown split {split!r}; use train, val or test")
+    if size < 1 or image_size < 8:
+        raise InputError("the dataset needs at least 1 image of at least 8×8 pixels")
+    data = SyntheticScenes(split, size, image_size, seed, cache=False)
+    info = {
+        "name": "synthetic-scenes",
+        "split": split,
+        "size": size,
+        "image_size": image_size,
+        "seed": seed,
+    }
+    return EvalSet([data[i] for i in range(size)], collate_scenes, len(SHAPE_CLASSES), info)
+
+
+class TaskSplit(nn.Module):
+    """The frozen task network of a codec, split where the codec sits: what anchors code around.
+
+    Attributes:
+        arch: ``backbone``, ``num_classes``, ``split_at`` (and ``task`` when not classification).
+    """
+
+    def __init__(
+        self, arch: dict[str, Any], normalize: nn.Module, front: nn.Module, back: nn.Module
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.normalize, self.front, self.back = normalize, front, back
+        self.eval()
+
+    @classmethod
+    def of_codec(cls, codec: Codec) -> TaskSplit:
+        arch = {k: v for k, v in codec.arch.items() if k != "codec"}
+        return cls(arch, codec.normalize, codec.front, codec.back)
+
+    @classmethod
+    def from_task_checkpoint(cls, path: str | os.PathLike[str], split_at: str) -> TaskSplit:
+        """The network of a task checkpoint (``featcodec train --config configs/tasknet.yaml``)."""
+        arch = dict(load_checkpoint(path, kind="task")["featcodec"]["arch"])
+        net = load_task_network(path, arch["backbone"], arch["num_classes"])
+        split = split_model(net, split_at, arch["backbone"])
+        arch["split_at"] = split_at
+        return cls(arch, Normalize(), split.front, split.back)
+
+    @torch.no_grad()
+    def features(self, x: Tensor) -> Tensor:
+        return self.front(self.normalize(x))
+
+    def digest(self) -> str:
+        """A hash of the task network's weights, standing in for an anchor's fingerprint."""
+        h = hashlib.blake2b(digest_size=8)
+        for name, value in sorted({**self.front.state_dict(), **self.back.state_dict()}.items()):
+            h.update(name.encode())
+            h.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+
+def check_fits(arch: dict[str, Any], data: EvalSet, source: str) -> None:
+    """Refuse a network whose task or classes do not match the dataset's."""
+    task = task_of(arch)
+    if task != "classification":
+        raise InputError(f"{source}: task {task!r} has no evaluation on {data.info['name']} yet")
+    if arch.get("num_classes") != data.num_classes:
+        raise InputError(
+            f"{source} predicts {arch.get('num_classes')} classes, but {data.info['name']} has "
+            f"{data.num_classes}"
+        )
+
+
+def _psnr_images(split: nn.Module, f_hat: Tensor) -> Tensor | None:
+    """The image a decoded tensor stands for, when the split is at the input."""
+    arch = split.arch
+    if arch.get("split_at") != "input":
+        return None
+    norm = split.normalize
+    return f_hat * norm.std + norm.mean
 
 
 @torch.no_grad()
-def measure(
-    codec: Codec,
-    samples: Iterable[tuple[str, Tensor, int]],
-    stream_dir: str | os.PathLike[str] | None = None,
-    progress: str | None = None,
-    batch_size: int = 64,
-) -> RDPoint:
-    """Code every ``(name, image (3, H, W), label)`` of ``samples`` and measure the point.
+def reference_metrics(split: TaskSplit | Codec, data: EvalSet, batch_size: int = 64) -> float:
+    """The task metric of the uncompressed network on ``data``."""
+    metric = task_metric(task_of(split.arch))
+    for batch in data.batches(batch_size):
+        x = batch["image"].to(_device(split))
+        metric.update(split.back(split.features(x)), batch)
+    return metric.compute()
 
-    With ``stream_dir`` each stream is written to ``<stream_dir>/<name>.fcb`` and decoded
-    from the file; otherwise it is decoded from memory. The likelihood estimate and the
-    uncompressed accuracy come from a batched forward pass over the same images.
+
+@torch.no_grad()
+def evaluate_codec(
+    codec: Codec,
+    data: EvalSet,
+    name: str,
+    point: str,
+    setting: float | None = None,
+    checkpoint: str | None = None,
+    stream_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    batch_size: int = 64,
+) -> RDRow:
+    """Code every image of ``data`` through a real ``.fcb`` stream and measure the point.
+
+    With ``stream_dir`` each stream is written to ``<stream_dir>/<index>.fcb`` and decoded
+    from the file; otherwise from memory. The likelihood estimate and the uncompressed metric
+    come from a batched pass over the same images.
     """
+    check_fits(codec.arch, data, checkpoint or name)
     codec.eval()
     out_dir = Path(stream_dir) if stream_dir is not None else None
-    file_bytes = payload_bytes = pixels = elements = 0
-    correct = 0
+    metric = task_metric(task_of(codec.arch))
+    psnr = PSNR()
+    total_bytes = pixels = elements = 0
     t_enc = t_dec = 0.0
-    images: list[Tensor] = []
-    labels: list[int] = []
-    for name, image, label in tqdm(samples, desc=progress, disable=progress is None, leave=False):
+    items = tqdm(data.items, desc=f"{name} {point}", disable=not progress, leave=False)
+    for i, item in enumerate(items):
+        image = item["image"]
         t0 = time.perf_counter()
-        data = codec.encode(image)
+        stream = codec.encode(image)
         t_enc += time.perf_counter() - t0
         if out_dir is not None:
-            path = out_dir / f"{name}.fcb"
-            atomic_write(path, data)
-            data = path.read_bytes()
+            path = out_dir / f"{i:05d}.fcb"
+            atomic_write(path, stream)
+            stream = path.read_bytes()
         t0 = time.perf_counter()
-        decoded = codec.decode(data)
+        decoded = codec.decode(stream)
         t_dec += time.perf_counter() - t0
-
-        stream = decoded.stream
-        file_bytes += len(data)
-        payload_bytes += sum(len(s.payload) for s in stream.sections)
+        total_bytes += len(stream)
         pixels += math.prod(image.shape[-2:])
-        elements += math.prod(stream.shape(bitstream.ShapeTag.FEATURES))
-        correct += int(decoded.output.argmax(1).item() == label)
-        images.append(image)
-        labels.append(label)
-    if not images:
-        raise ValueError("no samples to measure")
-
-    estimated_bits = 0.0
-    correct_ref = 0
-    for i in range(0, len(images), batch_size):
-        x = torch.stack(images[i : i + batch_size]).to(codec._device)
-        f = codec.features(x)
-        estimated_bits += float(sum(bits(v) for v in codec.base(f).likelihoods.values()))
-        target = torch.tensor(labels[i : i + batch_size], device=x.device)
-        correct_ref += int((codec.back(f).argmax(1) == target).sum())
-    n = len(images)
-    return RDPoint(
+        elements += decoded.features.numel()
+        metric.update(decoded.output, data.collate([item]))
+        shown = _psnr_images(codec, decoded.features)
+        if shown is not None:
+            psnr.update(shown, image[None].to(shown.device))
+    n = len(data.items)
+    estimated = 0.0
+    for batch in data.batches(batch_size):
+        f = codec.features(batch["image"].to(codec._device))
+        estimated += float(sum(bits(v) for v in codec.base(f).likelihoods.values()))
+    return RDRow(
+        codec=name,
+        point=point,
+        kind="learned",
+        setting=setting,
         images=n,
-        bpp=8 * file_bytes / pixels,
-        bpp_payload=8 * payload_bytes / pixels,
-        bpp_estimated=estimated_bits / pixels,
-        bits_per_element=8 * file_bytes / elements,
-        accuracy=correct / n,
-        accuracy_uncompressed=correct_ref / n,
+        bytes=total_bytes / n,
+        bpp=8 * total_bytes / pixels,
+        bits_per_element=8 * total_bytes / elements,
+        metrics=_metrics(metric, psnr),
+        reference={metric.name: reference_metrics(codec, data, batch_size)},
+        psnr=psnr.compute() if psnr.count else None,
+        bpp_estimated=estimated / pixels,
         encode_ms=1e3 * t_enc / n,
         decode_ms=1e3 * t_dec / n,
+        checkpoint=checkpoint,
+        fingerprint=codec.fingerprint.hex(),
+        config=codec.arch,
     )
+
+
+@torch.no_grad()
+def evaluate_anchor(
+    anchor: Anchor,
+    setting: Any,
+    split: TaskSplit,
+    data: EvalSet,
+    reference: float | None = None,
+    stream_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 64,
+) -> RDRow:
+    """One point of a classical anchor on the task network's feature tensors."""
+    metric = task_metric(task_of(split.arch))
+    psnr = PSNR()
+    total_bytes = pixels = elements = 0
+    t_enc = t_dec = 0.0
+    index = 0
+    for batch in data.batches(batch_size):
+        x = batch["image"]
+        t0 = time.perf_counter()
+        f = split.features(x.to(_device(split)))
+        streams = anchor.encode(f.cpu(), setting)
+        t_enc += time.perf_counter() - t0
+        if stream_dir is not None:
+            for s in streams:
+                atomic_write(Path(stream_dir) / f"{index:05d}.bin", s)
+                index += 1
+        t0 = time.perf_counter()
+        f_hat = anchor.decode(streams).to(f.device)
+        output = split.back(f_hat)
+        t_dec += time.perf_counter() - t0
+        metric.update(output, batch)
+        shown = _psnr_images(split, f_hat)
+        if shown is not None:
+            psnr.update(shown, x.to(shown.device))
+        total_bytes += sum(len(s) for s in streams)
+        pixels += x.shape[0] * math.prod(x.shape[-2:])
+        elements += f.numel()
+    n = len(data.items)
+    if reference is None:
+        reference = reference_metrics(split, data, batch_size)
+    setting_value = float(setting) if isinstance(setting, int | float) else None
+    return RDRow(
+        codec=anchor.name,
+        point=f"{anchor.setting_name}={setting}",
+        kind="anchor",
+        setting=setting_value,
+        images=n,
+        bytes=total_bytes / n,
+        bpp=8 * total_bytes / pixels,
+        bits_per_element=8 * total_bytes / elements,
+        metrics=_metrics(metric, psnr),
+        reference={metric.name: reference},
+        psnr=psnr.compute() if psnr.count else None,
+        encode_ms=1e3 * t_enc / n,
+        decode_ms=1e3 * t_dec / n,
+        fingerprint=split.digest(),
+        config={**anchor.config(), "network": split.arch},
+    )
+
+
+def _metrics(metric: TaskMetric, psnr: PSNR) -> dict[str, float]:
+    values = {metric.name: metric.compute()}
+    if psnr.count:
+        values["psnr"] = psnr.compute()
+    return values
+
+
+def _device(module: nn.Module) -> torch.device:
+    for p in module.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+# checkpoints of a λ sweep -----------------------------------------------------------------------
+
+
+@dataclass
+class CodecPoint:
+    """A codec checkpoint found for evaluation: its curve, file and λ (when recorded)."""
+
+    curve: str
+    path: Path
+    lmbda: float | None
+
+
+def find_checkpoints(
+    paths: Sequence[str | os.PathLike[str]], name: str | None = None
+) -> tuple[list[CodecPoint], list[str]]:
+    """Codec checkpoints among ``paths`` (files, or run folders searched recursively).
+
+    A folder's checkpoints form one curve named after the folder; files given directly form
+    the curve ``name`` (default: the codec's registry name). Task checkpoints inside folders
+    are skipped; checkpoints with the same weights (``last.ckpt`` beside ``epoch=…``) count
+    once. Returns the points (highest λ first within a curve) and notes on what was skipped.
+    """
+    points: list[CodecPoint] = []
+    notes: list[str] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            files = sorted(p.rglob("*.ckpt"))
+            if not files:
+                raise InputError(f"{p}: no .ckpt files in this folder")
+            curve = name or p.resolve().name
+        elif p.is_file():
+            files, curve = [p], name
+        else:
+            raise InputError(f"checkpoint not found: {p}")
+        found: dict[str, CodecPoint] = {}
+        for f in files:
+            try:
+                ckpt = load_checkpoint(f, kind="codec")
+            except CheckpointError as e:
+                if p.is_file():
+                    raise
+                notes.append(f"skipped {f}: {e}")
+                continue
+            meta = ckpt["featcodec"]
+            lmbda = ckpt.get("hyper_parameters", {}).get("lmbda")
+            key = _state_digest(ckpt["state_dict"])
+            if key in found:
+                notes.append(f"skipped {f}: same weights as {found[key].path}")
+                continue
+            found[key] = CodecPoint(curve or meta["arch"]["codec"]["name"], f, lmbda)
+        if not found:
+            raise InputError(f"{p}: no codec checkpoints (only task checkpoints or none)")
+        points.extend(sorted(found.values(), key=lambda c: -(c.lmbda or 0)))
+    return points, notes
+
+
+def _state_digest(state: dict[str, Tensor]) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for k, v in sorted(state.items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

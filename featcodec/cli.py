@@ -4,6 +4,9 @@
     featcodec encode IMAGES|TENSORS|FOLDERS -c CKPT -o OUT
     featcodec decode STREAMS|FOLDERS -c CKPT -o OUT
     featcodec info   STREAMS
+    featcodec eval   rd RUN_DIR|CKPT ... [--anchors x265-12bit jpeg zstd] -o rd.json
+    featcodec eval   bd rd.json --anchor x265-12bit
+    featcodec plot   rd rd.json [more.json ...] -o rd.png [--anchor x265-12bit]
     featcodec demo   [--out DIR] [--quick]
     featcodec bench  entropy [--threads N]
 
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from codec.errors import FeatcodecError, InputError
+from featcodec.evaluate import add_parsers as add_eval_parsers
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("streams", nargs="+")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
     i.set_defaults(func=_info)
+
+    add_eval_parsers(sub)
 
     m = sub.add_parser("demo", help="train and measure the whole pipeline on synthetic scenes")
     m.add_argument("--out", help="run folder (default: runs/demo-<date>-<time>)")
@@ -219,7 +225,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from eval.demo import DemoConfig, format_table, run_demo
+    from eval.demo import DemoConfig, format_bd_rates, format_table, run_demo
 
     out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
     cfg = DemoConfig.quick(out) if args.quick else DemoConfig(out=out)
@@ -231,8 +237,15 @@ def _demo(args: argparse.Namespace) -> int:
     print()
     print(format_table(results["points"]))
     print()
+    print(format_bd_rates(results))
+    for name, reason in results["anchors_skipped"].items():
+        print(f"({name} skipped: {reason})")
+    print()
     minutes = results["timings"]["total_s"] / 60
-    print(f"run folder: {out} (results.json, streams/, logs/ for TensorBoard); {minutes:.1f} min")
+    print(
+        f"run folder: {out} (rd.png, rd.json/rd.csv, results.json, streams/, logs/ for "
+        f"TensorBoard); {minutes:.1f} min"
+    )
     return 0
 
 

@@ -174,3 +174,38 @@ def test_cached_frozen_outputs_equal_recomputed_ones(task_checkpoint, fixed_batc
     uncached = module._frozen_outputs(fixed_batch, cache=False)
     for a, b in zip(first, uncached, strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_validation_logs_the_real_rd_point_to_tensorboard(task_checkpoint, data, tmp_path):
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    module = _codec_module(task_checkpoint)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=4,
+        val_check_interval=2,
+        accelerator="cpu",
+        logger=TensorBoardLogger(tmp_path, name="run", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, data)
+    events = EventAccumulator(str(tmp_path / "run"), size_guidance={"images": 0}).Reload()
+    assert "rd/val" in events.Tags()["images"]
+    assert len(events.Images("rd/val")) == 2  # one RD point per validation
+    bpp = [e.value for e in events.Scalars("val/bpp")]
+    assert len(bpp) == 2
+    # the logged rate is that of real streams of the validation features
+    module.codec.eval()
+    data.setup("validate")
+    streams = [
+        s
+        for batch in data.val_dataloader()
+        for s in module.codec.encode_batch(module.codec.features(batch["image"]), (32, 32))
+    ]
+    assert bpp[-1] == pytest.approx(8 * sum(map(len, streams)) / (len(streams) * 32 * 32), rel=1e-5)
+    single = module.codec.encode(data.val_set[0]["image"])
+    assert single == streams[0]

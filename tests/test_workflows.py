@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from codec.bitstream import unpack
 from codec.facade import Codec
+from eval.results import load_results
 from featcodec.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,12 +71,21 @@ def test_quick_demo_end_to_end(tmp_path: Path, capsys) -> None:
         total = sum(s.stat().st_size for s in streams)
         # the reported rate is the files' size
         assert p["bpp"] == pytest.approx(8 * total / (16 * 32 * 32))
-        assert 0 < p["bpp_payload"] < p["bpp"]
+        assert 0 < p["bpp_estimated"] < p["bpp"]
         assert 0 <= p["accuracy"] <= 1 and 0 <= p["accuracy_uncompressed"] <= 1
         assert all(unpack(s.read_bytes()) for s in streams)
     assert list((out / "logs").glob("**/events.out.tfevents.*"))
-    table = capsys.readouterr().out
-    assert "bpp (file)" in table and "acc uncompressed" in table
+    # the RD results (eval rd's format), the figure, and BD-rates against each anchor
+    rd = load_results(out / "rd.json")
+    assert rd.codecs()[0] == "learned (hyperprior)"
+    ran = [a for a in ("x265-12bit", "zstd") if a not in results["anchors_skipped"]]
+    assert rd.codecs()[1:] == ran and "zstd" in ran
+    assert [b["anchor"] for b in results["bd_rate"]] == ran
+    with Image.open(out / "rd.png") as im:
+        im.verify()
+    text = capsys.readouterr().out
+    assert "bpp (file)" in text and "acc uncompressed" in text
+    assert "BD-rate" in text and "zstd" in text
 
 
 def test_entropy_bench_reports_both_paths(tmp_path: Path, capsys) -> None:

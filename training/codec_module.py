@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from codec.errors import CheckpointError
@@ -36,6 +37,9 @@ class BaseCodecModule(pl.LightningModule):
         aux_lr: learning rate of the quantile (aux) optimizer.
         init_codec: warm-start from this codec checkpoint (same architecture; e.g. the
             previous point of a λ sweep).
+        real_rate: at each validation, also code the validation features into real ``.fcb``
+            streams and log their rate (``val/bpp``, from bytes) with the accuracy as the
+            current RD point, and the trajectory of those points as a figure (``rd/val``).
         cache_frozen: keep the frozen front's features and the uncompressed task output of
             each training item (by its ``index``), computed once instead of every epoch.
             Only for datasets whose items never change (the synthetic scenes); about 30 %
@@ -61,6 +65,7 @@ class BaseCodecModule(pl.LightningModule):
         aux_lr: float = 1e-3,
         init_codec: str | None = None,
         cache_frozen: bool = False,
+        real_rate: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -87,6 +92,8 @@ class BaseCodecModule(pl.LightningModule):
             net = build_backbone(backbone, weights=backbone_weights, num_classes=num_classes)
         self.codec = Codec.from_split(arch, split_model(net, split_at, backbone))
         self._frozen: dict[int, tuple[Tensor, Tensor]] = {}
+        self._val = {"bytes": 0, "pixels": 0, "correct": 0, "count": 0}
+        self._rd_history: list[tuple[int, float, float]] = []
         if init_codec is not None:
             start = Codec.from_checkpoint(init_codec)
             if start.arch != self.codec.arch:
@@ -149,7 +156,7 @@ class BaseCodecModule(pl.LightningModule):
             batch_size=batch["image"].shape[0],
         )
 
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> None:
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> tuple[Any, Any]:
         rd, (out, teacher) = self._losses(batch)
         metrics = {
             f"{stage}/loss": rd.loss,
@@ -160,9 +167,34 @@ class BaseCodecModule(pl.LightningModule):
             metrics[f"{stage}/acc"] = accuracy(out.output, batch["label"])
             metrics[f"{stage}/acc_uncompressed"] = accuracy(teacher, batch["label"])
         self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=batch["image"].shape[0])
+        return rd, (out, teacher)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        rd, (out, _) = self._evaluate(batch, "val")
+        if self.hparams.real_rate:
+            x = batch["image"]
+            streams = self.codec.encode_batch(out.features, tuple(x.shape[-2:]))
+            self._val["bytes"] += sum(len(s) for s in streams)
+            self._val["pixels"] += x.shape[0] * x.shape[-2] * x.shape[-1]
+            if "label" in batch:
+                self._val["correct"] += int((out.output.argmax(1) == batch["label"]).sum())
+                self._val["count"] += x.shape[0]
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = dict.fromkeys(self._val, 0)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val["pixels"] or self.trainer.sanity_checking:
+            return
+        bpp = 8 * self._val["bytes"] / self._val["pixels"]
+        self.log("val/bpp", bpp, prog_bar=True)
+        if not self._val["count"]:
+            return
+        acc = self._val["correct"] / self._val["count"]
+        self._rd_history.append((self.current_epoch, bpp, acc))
+        experiment = getattr(self.logger, "experiment", None)
+        if hasattr(experiment, "add_figure"):
+            experiment.add_figure("rd/val", _trajectory(self._rd_history), self.global_step)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")
@@ -178,3 +210,19 @@ class BaseCodecModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
+
+
+def _trajectory(points: list[tuple[int, float, float]]) -> Figure:
+    """The validation RD points of a run so far (real-bytes bpp, accuracy), epoch by epoch."""
+    fig = Figure(figsize=(5.0, 3.6))
+    ax = fig.subplots()
+    _, bpp, acc = zip(*points, strict=True)
+    ax.plot(bpp, acc, "-", color="0.7", lw=1)
+    ax.scatter(bpp, acc, c=range(len(points)), cmap="viridis", zorder=3)
+    ax.scatter(bpp[-1:], acc[-1:], s=80, facecolors="none", edgecolors="red", zorder=4)
+    ax.set_xlabel("validation rate (bits per input pixel, from .fcb bytes)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"RD point after epoch {points[-1][0]} (red); earlier epochs lighter")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,262 @@
+"""``featcodec eval rd | eval bd | plot rd``: rate–distortion evaluation from the command line.
+
+featcodec eval rd RUN_DIR|CKPT ... [--anchors x265-12bit jpeg zstd] -o runs/eval/rd.json
+featcodec eval bd rd.json --anchor x265-12bit
+featcodec plot rd rd.json [more.json ...] --anchor x265-12bit -o rd.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from codec.errors import InputError
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register the ``eval`` and ``plot`` commands."""
+    ev = sub.add_parser("eval", help="measure RD points from real bitstreams; BD-rates")
+    ev_sub = ev.add_subparsers(dest="what", required=True, metavar="WHAT")
+
+    rd = ev_sub.add_parser("rd", help="RD points of codec checkpoints and classical anchors")
+    rd.add_argument("checkpoints", nargs="*", help="codec checkpoints or λ-sweep run folders")
+    rd.add_argument("--name", help="curve name for checkpoints given as files")
+    rd.add_argument(
+        "--anchors",
+        nargs="+",
+        default=[],
+        metavar="ANCHOR",
+        help="classical anchors on the same feature tensors ('all' for every one)",
+    )
+    rd.add_argument("--task-checkpoint", help="task network for anchors when no codec is given")
+    rd.add_argument("--split-at", default="layer2", help="split node with --task-checkpoint")
+    rd.add_argument("--split", default="test", choices=["train", "val", "test"])
+    rd.add_argument("--size", type=int, default=300, help="images of the split")
+    rd.add_argument("--image-size", type=int, default=48)
+    rd.add_argument("--seed", type=int, default=0)
+    rd.add_argument("--batch-size", type=int, default=64)
+    rd.add_argument("--streams", help="also keep every stream under this folder")
+    rd.add_argument("-o", "--out", default="runs/eval/rd.json", help="results JSON (+ .csv)")
+    rd.add_argument("--tensorboard", help="also log the RD figure to this TensorBoard folder")
+    rd.add_argument("--device", default="cpu")
+    rd.add_argument("--threads", type=int, help="torch CPU threads")
+    rd.add_argument("--overwrite", action="store_true", help="replace existing results")
+    rd.set_defaults(func=eval_rd)
+
+    bd = ev_sub.add_parser("bd", help="BD-rate of every codec against a named anchor")
+    _curve_args(bd)
+    bd.add_argument("--anchor", required=True, help="the reference curve's codec name")
+    bd.add_argument("--method", default="akima", choices=["akima", "pchip"])
+    bd.set_defaults(func=eval_bd)
+
+    pl = sub.add_parser("plot", help="draw figures from results files")
+    pl_sub = pl.add_subparsers(dest="what", required=True, metavar="WHAT")
+    prd = pl_sub.add_parser("rd", help="RD curves (PNG, PDF or SVG)")
+    _curve_args(prd)
+    prd.add_argument("-o", "--out", required=True, help="figure file: .png, .pdf or .svg")
+    prd.add_argument("--anchor", help="add a table of BD-rates against this codec")
+    prd.add_argument("--method", default="akima", choices=["akima", "pchip"])
+    prd.add_argument("--title")
+    prd.add_argument("--linear", action="store_true", help="linear rate axis (default: log)")
+    prd.set_defaults(func=plot_rd)
+
+
+def _curve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", nargs="+", help="results files of featcodec eval rd")
+    p.add_argument("--metric", help="task metric (default: the results' own)")
+    p.add_argument("--rate", default="bpp", choices=["bpp", "bits_per_element"])
+
+
+def _load(args: argparse.Namespace) -> tuple[list[Any], str, list[Any], float | None]:
+    from eval.results import curves, load_results
+
+    results = [load_results(p) for p in args.results]
+    metric = args.metric or results[0].metric
+    found = curves(results, metric, args.rate)
+    refs = [r.reference.get(metric) for res in results for r in res.rows]
+    refs = [v for v in refs if v is not None and math.isfinite(v)]
+    return results, metric, found, (sum(refs) / len(refs) if refs else None)
+
+
+def _bd(found: list[Any], anchor: str, metric: str, method: str) -> list[Any]:
+    from eval.bd import bd_table
+    from eval.metrics import higher_is_better
+
+    names = [c.name for c in found]
+    if anchor not in names:
+        raise InputError(f"no codec named {anchor!r} in the results; codecs: {', '.join(names)}")
+    return bd_table(found, anchor, method, higher_is_better(metric))
+
+
+def eval_bd(args: argparse.Namespace) -> int:
+    from eval.bd import format_bd
+
+    _, metric, found, _ = _load(args)
+    print(format_bd(_bd(found, args.anchor, metric, args.method), metric))
+    return 0
+
+
+def plot_rd(args: argparse.Namespace) -> int:
+    from eval.plot import FORMATS, plot_rd, save_figure
+
+    if Path(args.out).suffix.lower() not in FORMATS:
+        raise InputError(f"{args.out}: unsupported figure format (use {', '.join(FORMATS)})")
+    _, metric, found, reference = _load(args)
+    bd = _bd(found, args.anchor, metric, args.method) if args.anchor else None
+    fig = plot_rd(found, metric, args.rate, args.title, reference, bd=bd, log_rate=not args.linear)
+    print(f"wrote {save_figure(fig, args.out)}")
+    return 0
+
+
+def eval_rd(args: argparse.Namespace) -> int:
+    import torch
+
+    from eval.anchors import ANCHORS, build_anchor
+    from eval.metrics import task_of
+    from eval.rd import TaskSplit, find_checkpoints, synthetic_eval_set
+    from eval.results import write_results
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.checkpoints and not args.task_checkpoint:
+        raise InputError("give codec checkpoints or run folders, or --task-checkpoint for anchors")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {args.device} requested but CUDA is not available")
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be positive")
+    names = list(ANCHORS) if args.anchors == ["all"] else args.anchors
+    anchors = [build_anchor(n) for n in names]  # unknown names fail before any work
+    out = Path(args.out)
+    if not args.overwrite:
+        for p in (out, out.with_suffix(".csv")):
+            if p.exists():
+                raise InputError(f"{p} exists (use --overwrite to replace it)")
+    points, notes = find_checkpoints(args.checkpoints, args.name) if args.checkpoints else ([], [])
+    for note in notes:
+        print(f"featcodec: {note}", file=sys.stderr)
+    data = synthetic_eval_set(args.split, args.size, args.image_size, args.seed)
+    split = (
+        TaskSplit.from_task_checkpoint(args.task_checkpoint, args.split_at)
+        if args.task_checkpoint
+        else None
+    )
+    start = time.perf_counter()
+    rows = _codec_rows(points, data, args)
+    if anchors:
+        if split is None:
+            from codec.facade import Codec
+
+            split = TaskSplit.of_codec(Codec.from_checkpoint(points[0].path))
+        rows += _anchor_rows(anchors, split.to(args.device), data, args)
+    if not rows:
+        raise InputError("nothing was evaluated (every anchor was skipped)")
+    elapsed = time.perf_counter() - start
+    task = task_of(rows[0].config.get("network", rows[0].config))
+    metric = next(iter(rows[0].metrics))
+    json_path, csv_path = write_results(
+        out,
+        rows,
+        task=task,
+        metric=metric,
+        dataset=data.info,
+        software=_software(anchors),
+    )
+    print(format_rows(rows, metric))
+    per_image = 1e3 * elapsed / (len(rows) * len(data.items))
+    print(
+        f"\n{len(rows)} points × {len(data.items)} images in {elapsed:.1f} s "
+        f"({per_image:.1f} ms per image per point); results: {json_path}, {csv_path}"
+    )
+    if args.tensorboard:
+        _log_figure(args.tensorboard, json_path, metric)
+    return 0
+
+
+def _codec_rows(points: list[Any], data: Any, args: argparse.Namespace) -> list[Any]:
+    from codec.facade import Codec
+    from eval.rd import evaluate_codec
+
+    rows = []
+    for p in points:
+        codec = Codec.from_checkpoint(p.path).to(args.device)
+        label = f"λ={p.lmbda:g}" if p.lmbda is not None else p.path.stem
+        streams = Path(args.streams) / p.curve / p.path.stem if args.streams else None
+        rows.append(
+            evaluate_codec(
+                codec,
+                data,
+                p.curve,
+                label,
+                setting=p.lmbda,
+                checkpoint=str(p.path),
+                stream_dir=streams,
+                progress=True,
+                batch_size=args.batch_size,
+            )
+        )
+    return rows
+
+
+def _anchor_rows(anchors: list[Any], split: Any, data: Any, args: argparse.Namespace) -> list:
+    from tqdm import tqdm
+
+    from eval.rd import check_fits, evaluate_anchor, reference_metrics
+
+    check_fits(split.arch, data, "the task network")
+    reference = reference_metrics(split, data, args.batch_size)
+    rows = []
+    for anchor in anchors:
+        reason = anchor.available()
+        if reason is not None:
+            print(f"featcodec: {anchor.name} anchor skipped: {reason}", file=sys.stderr)
+            continue
+        for setting in tqdm(anchor.settings, desc=anchor.name, leave=False, disable=None):
+            streams = (
+                Path(args.streams) / anchor.name / f"{anchor.setting_name}{setting}"
+                if args.streams
+                else None
+            )
+            rows.append(
+                evaluate_anchor(anchor, setting, split, data, reference, streams, args.batch_size)
+            )
+    return rows
+
+
+def _software(anchors: list[Any]) -> dict[str, Any]:
+    from eval.results import software_versions
+
+    return software_versions(ffmpeg=any(a.name.startswith("x265") for a in anchors))
+
+
+def _log_figure(logdir: str, results: Path, metric: str) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from eval.plot import plot_rd
+    from eval.results import curves, load_results
+
+    res = load_results(results)
+    with SummaryWriter(logdir) as writer:
+        writer.add_figure("rd/" + metric, plot_rd(curves([res], metric), metric))
+    print(f"TensorBoard: RD figure logged under {logdir}")
+
+
+def format_rows(rows: list[Any], metric: str) -> str:
+    """RD rows as a text table."""
+    width = max(len("codec"), *(len(r.codec) for r in rows))
+    head = (
+        f"{'codec':<{width}} {'point':>12} {'bytes':>9} {'bpp':>8} {'bits/elem':>10} "
+        f"{metric:>9} {'uncompr.':>9} {'PSNR':>6} {'enc ms':>7} {'dec ms':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        psnr = f"{r.psnr:6.2f}" if r.psnr is not None else f"{'-':>6}"
+        lines.append(
+            f"{r.codec:<{width}} {r.point:>12} {r.bytes:>9.1f} {r.bpp:>8.4f} "
+            f"{r.bits_per_element:>10.4f} {r.metrics[metric]:>9.3f} "
+            f"{r.reference[metric]:>9.3f} {psnr} {r.encode_ms:>7.2f} {r.decode_ms:>7.2f}"
+        )
+    return "\n".join(lines)
