@@ -79,7 +79,7 @@ def plot_rd(
         ]
         table = ax.table(
             cellText=cells,
-            colLabels=["codec", "anchor", f"BD-rate (equal {metric})", "notes"],
+            colLabels=["codec", "anchor", "BD-rate", f"notes (BD-rate at equal {metric})"],
             loc="bottom",
             bbox=[0.0, -0.28 - 0.07 * len(bd), 1.0, 0.07 * (len(bd) + 1)],
             cellLoc="left",

@@ -180,7 +180,10 @@ def evaluate_codec(
     psnr = PSNR()
     total_bytes = pixels = elements = 0
     t_enc = t_dec = 0.0
-    items = tqdm(data.items, desc=f"{name} {point}", disable=not progress, leave=False)
+    # progress only on a terminal (disable=None), never into logs
+    items = tqdm(
+        data.items, desc=f"{name} {point}", disable=None if progress else True, leave=False
+    )
     for i, item in enumerate(items):
         image = item["image"]
         t0 = time.perf_counter()

@@ -32,6 +32,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="ANCHOR",
         help="classical anchors on the same feature tensors ('all' for every one)",
     )
+    rd.add_argument(
+        "--settings",
+        action="append",
+        default=[],
+        metavar="ANCHOR=V1,V2,...",
+        help="an anchor's settings instead of its defaults, e.g. x265-12bit=30,36,42",
+    )
     rd.add_argument("--task-checkpoint", help="task network for anchors when no codec is given")
     rd.add_argument("--split-at", default="layer2", help="split node with --task-checkpoint")
     rd.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -129,7 +136,8 @@ def eval_rd(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise InputError("--batch-size must be positive")
     names = list(ANCHORS) if args.anchors == ["all"] else args.anchors
-    anchors = [build_anchor(n) for n in names]  # unknown names fail before any work
+    settings = _settings(args.settings, names)
+    anchors = [build_anchor(n, settings=settings.get(n)) for n in names]  # fail before work
     out = Path(args.out)
     if not args.overwrite:
         for p in (out, out.with_suffix(".csv")):
@@ -174,6 +182,19 @@ def eval_rd(args: argparse.Namespace) -> int:
     if args.tensorboard:
         _log_figure(args.tensorboard, json_path, metric)
     return 0
+
+
+def _settings(specs: list[str], names: list[str]) -> dict[str, tuple[float, ...]]:
+    out: dict[str, tuple[float, ...]] = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        if name not in names:
+            raise InputError(f"--settings {spec}: {name!r} is not among --anchors")
+        try:
+            out[name] = tuple(float(v) if "." in v else int(v) for v in values.split(","))
+        except ValueError:
+            raise InputError(f"--settings {spec}: expected numbers separated by commas") from None
+    return out
 
 
 def _codec_rows(points: list[Any], data: Any, args: argparse.Namespace) -> list[Any]:
