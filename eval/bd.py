@@ -109,7 +109,7 @@ def bd_rate(
         if len(positive) < len(curve.rates):
             notes.append(f"{curve.name}: ignored {len(curve.rates) - len(positive)} zero rate(s)")
         if dropped:
-            notes.append(f"{curve.name}: dropped {dropped} non-monotonic point(s)")
+            notes.append(f"{curve.name}: dropped {dropped} non-monotonic")
         if len(r) < 2:
             notes.append(f"{curve.name}: {len(r)} usable point(s), need 2")
         curves.append((np.asarray(r), np.asarray(m)))
@@ -123,7 +123,7 @@ def bd_rate(
         notes.append("metric ranges do not overlap")
         return BDResult(test.name, anchor.name, math.nan, 0.0, notes)
     if overlap < min_overlap:
-        notes.append(f"short overlap: {100 * overlap:.0f} % of the metric range")
+        notes.append(f"short overlap ({100 * overlap:.0f} % of the metric range)")
     sign = 1.0 if higher_is_better else -1.0  # the package expects quality rising with rate
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # overlap is reported above, as a note

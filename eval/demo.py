@@ -59,10 +59,11 @@ class DemoConfig:
     lr: float = 3e-3
     anchors: tuple[str, ...] = ("x265-12bit", "jpeg", "zstd")
     # denser where the anchors' accuracy meets the learned codec's (measured: x265's accuracy
-    # falls between QP 30 and 45; zstd keeps it down to 2 bits)
+    # falls between QP 30 and 45; zstd keeps it down to 2 bits), sparser elsewhere
     anchor_settings: dict[str, tuple[float, ...]] = field(
         default_factory=lambda: {
-            "x265-12bit": (24, 30, 33, 36, 38, 40, 42, 45, 48),
+            "x265-12bit": (24, 30, 34, 37, 40, 43, 48),
+            "jpeg": (95, 75, 60, 45, 30, 15),
             "zstd": (6, 4, 3, 2, 1),
         }
     )

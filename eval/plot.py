@@ -49,7 +49,7 @@ def plot_rd(
         reference: the metric without compression, drawn as a dashed line.
         bd: BD-rates against an anchor, drawn as a table under the axes.
     """
-    fig = Figure(figsize=(7.0, 4.8 + (0.3 * (len(bd) + 1) if bd else 0.0)))
+    fig = Figure(figsize=(8.0, 4.8 + (0.3 * (len(bd) + 1) if bd else 0.0)))
     ax = fig.subplots()
     for i, c in enumerate(curves):
         ax.plot(c.rates, c.metrics, marker=_MARKERS[i % len(_MARKERS)], ms=5, lw=1.4, label=c.name)
@@ -57,9 +57,8 @@ def plot_rd(
         ax.axhline(reference, color="0.4", ls="--", lw=1, label="uncompressed")
     if log_rate and all(r > 0 for c in curves for r in c.rates):
         ax.set_xscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(RATE_LABELS.get(rate, rate))
     ax.set_ylabel(metric_label(metric))
@@ -83,12 +82,20 @@ def plot_rd(
             loc="bottom",
             bbox=[0.0, -0.28 - 0.07 * len(bd), 1.0, 0.07 * (len(bd) + 1)],
             cellLoc="left",
-            colWidths=[0.22, 0.16, 0.17, 0.45],
+            colWidths=[0.2, 0.13, 0.1, 0.57],
         )
         table.auto_set_font_size(False)
         table.set_fontsize(7)
     fig.tight_layout()
     return fig
+
+
+def _minor_label(v: float, _: object) -> str:
+    """Label the minor ticks 2, 3 and 5 of each decade of a log axis, not the crowded rest."""
+    if v <= 0:
+        return ""
+    mantissa = round(v / 10 ** math.floor(math.log10(v)), 6)
+    return f"{v:g}" if mantissa in (2, 3, 5) else ""
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:

@@ -33,7 +33,7 @@ from codec.errors import CheckpointError, InputError
 from codec.facade import Codec, load_checkpoint
 from codec.files import atomic_write
 from eval.anchors import Anchor
-from eval.metrics import PSNR, TaskMetric, task_metric, task_of
+from eval.metrics import PSNR, task_metric, task_of
 from eval.results import RDRow
 from models.backbones import Normalize, split_model
 from training.task import load_task_network
@@ -155,6 +155,47 @@ def reference_metrics(split: TaskSplit | Codec, data: EvalSet, batch_size: int =
     return metric.compute()
 
 
+class _Tally:
+    """What a point accumulates over a split: bytes, pixels, elements, times, metrics."""
+
+    def __init__(self, arch: dict[str, Any]) -> None:
+        self.metric = task_metric(task_of(arch))
+        self.psnr = PSNR()
+        self.images = self.bytes = self.pixels = self.elements = 0
+        self.t_enc = self.t_dec = 0.0
+
+    def add(
+        self, sizes: list[int], x: Tensor, f_hat: Tensor, output: Tensor, batch: dict, split: Any
+    ) -> None:
+        """One batch: stream sizes, images ``x`` (B, 3, H, W), decoded tensors and outputs."""
+        self.images += x.shape[0]
+        self.bytes += sum(sizes)
+        self.pixels += x.shape[0] * math.prod(x.shape[-2:])
+        self.elements += f_hat.numel()
+        self.metric.update(output, batch)
+        shown = _psnr_images(split, f_hat)
+        if shown is not None:
+            self.psnr.update(shown, x.to(shown.device))
+
+    def row(self, reference: float, **fields: Any) -> RDRow:
+        n = self.images
+        metrics = {self.metric.name: self.metric.compute()}
+        if self.psnr.count:
+            metrics["psnr"] = self.psnr.compute()
+        return RDRow(
+            images=n,
+            bytes=self.bytes / n,
+            bpp=8 * self.bytes / self.pixels,
+            bits_per_element=8 * self.bytes / self.elements,
+            metrics=metrics,
+            reference={self.metric.name: reference},
+            psnr=metrics.get("psnr"),
+            encode_ms=1e3 * self.t_enc / n,
+            decode_ms=1e3 * self.t_dec / n,
+            **fields,
+        )
+
+
 @torch.no_grad()
 def evaluate_codec(
     codec: Codec,
@@ -176,10 +217,7 @@ def evaluate_codec(
     check_fits(codec.arch, data, checkpoint or name)
     codec.eval()
     out_dir = Path(stream_dir) if stream_dir is not None else None
-    metric = task_metric(task_of(codec.arch))
-    psnr = PSNR()
-    total_bytes = pixels = elements = 0
-    t_enc = t_dec = 0.0
+    tally = _Tally(codec.arch)
     # progress only on a terminal (disable=None), never into logs
     items = tqdm(
         data.items, desc=f"{name} {point}", disable=None if progress else True, leave=False
@@ -188,41 +226,27 @@ def evaluate_codec(
         image = item["image"]
         t0 = time.perf_counter()
         stream = codec.encode(image)
-        t_enc += time.perf_counter() - t0
+        tally.t_enc += time.perf_counter() - t0
         if out_dir is not None:
             path = out_dir / f"{i:05d}.fcb"
             atomic_write(path, stream)
             stream = path.read_bytes()
         t0 = time.perf_counter()
         decoded = codec.decode(stream)
-        t_dec += time.perf_counter() - t0
-        total_bytes += len(stream)
-        pixels += math.prod(image.shape[-2:])
-        elements += decoded.features.numel()
-        metric.update(decoded.output, data.collate([item]))
-        shown = _psnr_images(codec, decoded.features)
-        if shown is not None:
-            psnr.update(shown, image[None].to(shown.device))
-    n = len(data.items)
+        tally.t_dec += time.perf_counter() - t0
+        batch = data.collate([item])
+        tally.add([len(stream)], image[None], decoded.features, decoded.output, batch, codec)
     estimated = 0.0
     for batch in data.batches(batch_size):
         f = codec.features(batch["image"].to(codec._device))
         estimated += float(sum(bits(v) for v in codec.base(f).likelihoods.values()))
-    return RDRow(
+    return tally.row(
+        reference_metrics(codec, data, batch_size),
         codec=name,
         point=point,
         kind="learned",
         setting=setting,
-        images=n,
-        bytes=total_bytes / n,
-        bpp=8 * total_bytes / pixels,
-        bits_per_element=8 * total_bytes / elements,
-        metrics=_metrics(metric, psnr),
-        reference={metric.name: reference_metrics(codec, data, batch_size)},
-        psnr=psnr.compute() if psnr.count else None,
-        bpp_estimated=estimated / pixels,
-        encode_ms=1e3 * t_enc / n,
-        decode_ms=1e3 * t_dec / n,
+        bpp_estimated=estimated / tally.pixels,
         checkpoint=checkpoint,
         fingerprint=codec.fingerprint.hex(),
         config=codec.arch,
@@ -240,60 +264,30 @@ def evaluate_anchor(
     batch_size: int = 64,
 ) -> RDRow:
     """One point of a classical anchor on the task network's feature tensors."""
-    metric = task_metric(task_of(split.arch))
-    psnr = PSNR()
-    total_bytes = pixels = elements = 0
-    t_enc = t_dec = 0.0
-    index = 0
+    tally = _Tally(split.arch)
     for batch in data.batches(batch_size):
         x = batch["image"]
         t0 = time.perf_counter()
         f = split.features(x.to(_device(split)))
         streams = anchor.encode(f.cpu(), setting)
-        t_enc += time.perf_counter() - t0
+        tally.t_enc += time.perf_counter() - t0
         if stream_dir is not None:
-            for s in streams:
-                atomic_write(Path(stream_dir) / f"{index:05d}.bin", s)
-                index += 1
+            for k, s in enumerate(streams, start=tally.images):
+                atomic_write(Path(stream_dir) / f"{k:05d}.bin", s)
         t0 = time.perf_counter()
         f_hat = anchor.decode(streams).to(f.device)
         output = split.back(f_hat)
-        t_dec += time.perf_counter() - t0
-        metric.update(output, batch)
-        shown = _psnr_images(split, f_hat)
-        if shown is not None:
-            psnr.update(shown, x.to(shown.device))
-        total_bytes += sum(len(s) for s in streams)
-        pixels += x.shape[0] * math.prod(x.shape[-2:])
-        elements += f.numel()
-    n = len(data.items)
-    if reference is None:
-        reference = reference_metrics(split, data, batch_size)
-    setting_value = float(setting) if isinstance(setting, int | float) else None
-    return RDRow(
+        tally.t_dec += time.perf_counter() - t0
+        tally.add([len(s) for s in streams], x, f_hat, output, batch, split)
+    return tally.row(
+        reference if reference is not None else reference_metrics(split, data, batch_size),
         codec=anchor.name,
         point=f"{anchor.setting_name}={setting}",
         kind="anchor",
-        setting=setting_value,
-        images=n,
-        bytes=total_bytes / n,
-        bpp=8 * total_bytes / pixels,
-        bits_per_element=8 * total_bytes / elements,
-        metrics=_metrics(metric, psnr),
-        reference={metric.name: reference},
-        psnr=psnr.compute() if psnr.count else None,
-        encode_ms=1e3 * t_enc / n,
-        decode_ms=1e3 * t_dec / n,
+        setting=float(setting) if isinstance(setting, int | float) else None,
         fingerprint=split.digest(),
         config={**anchor.config(), "network": split.arch},
     )
-
-
-def _metrics(metric: TaskMetric, psnr: PSNR) -> dict[str, float]:
-    values = {metric.name: metric.compute()}
-    if psnr.count:
-        values["psnr"] = psnr.compute()
-    return values
 
 
 def _device(module: nn.Module) -> torch.device:

@@ -225,7 +225,12 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import logging
+
     from eval.demo import DemoConfig, format_bd_rates, format_table, run_demo
+
+    # the demo's own progress lines say what runs; Lightning's device and tip lines are noise
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
     out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
     cfg = DemoConfig.quick(out) if args.quick else DemoConfig(out=out)
@@ -267,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     # lightning's own use of a deprecated torch.utils._pytree API (not actionable by users)
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    # the frozen task network is in eval mode on purpose while a codec trains
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start.*")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # everything after it belongs to LightningCLI
         args = argparse.Namespace(func=_train, args=argv[1:])

@@ -184,3 +184,14 @@ def test_read_names_the_file(tmp_path) -> None:
     p.write_bytes(b"junk")
     with pytest.raises(BitstreamError, match="bad.fcb: not a featcodec stream"):
         bitstream.read(p)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path) -> None:
+    old = os.umask(0o022)
+    try:
+        bitstream.write(tmp_path / "x.fcb", make_stream())
+        (tmp_path / "plain").write_bytes(b"")
+    finally:
+        os.umask(old)
+    mode = (tmp_path / "x.fcb").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain").stat().st_mode & 0o777 == 0o644

@@ -172,8 +172,10 @@ def test_run_folder_is_one_curve(tiny_checkpoint: Path, tmp_path: Path, capsys) 
     other = Codec.build(default_arch(codec=dict(TINY)))
     other.save(run_dir / "b.ckpt")
     torch.save({"not": "ours"}, run_dir / "foreign.ckpt")
-    out = tmp_path / "rd.json"
-    assert run("eval", "rd", run_dir, "--size", 2, "--image-size", IMAGE, "-o", out) == 0
+    out, logs = tmp_path / "rd.json", tmp_path / "tb"
+    args = ["--size", 2, "--image-size", IMAGE, "--tensorboard", logs, "-o", out]
+    assert run("eval", "rd", run_dir, *args) == 0
+    assert list(logs.glob("events.out.tfevents.*"))  # the sweep's RD figure
     err = capsys.readouterr().err
     assert "same weights" in err and "foreign.ckpt" in err
     rows = load_results(out).rows
