@@ -8,7 +8,7 @@ hyperprior of Ballé et al. (ICLR 2018), with straight-through rounding for the 
                               └─▶ h_a ─▶ Z ─▶ [factorized] ─▶ Ẑ ─▶ h_s ─▶ (μ, σ)
                                                                         │
                          Ŷ = round(Y − μ) + μ ◀─ [Gaussian(μ, σ)] ◀─────┘
-    F̂ (B,C,h,w) ◀─crop── g_s ◀── Ŷ
+    F̂ (B,C,h,w) ◀─crop── g_s ◀── Ŷ ──▶ g_r ─▶ X̂ (B,3,H,W)   (optional preview, β reward)
 
 Training: the rate term uses likelihoods of noisy latents (compressai's entropy models in
 training mode); ``g_s`` and ``h_s`` see straight-through-rounded latents, as the decoder will.
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.entropy import FactorizedCoder, GaussianCoder
+from codec.preview import PreviewSynthesis
 from codec.registry import register_codec
 from models.blocks import AttentionBlock, ResidualBottleneck, conv, deconv
 
@@ -44,11 +45,14 @@ class BaseOutput:
         features_hat: reconstruction ``F̂`` ``(B, C, h, w)``.
         likelihoods: ``{"y": (B, M, ·, ·), "z": (B, N, ·, ·)}`` (estimates, for the rate term).
         y_hat: quantized latent ``Ŷ``.
+        preview: ``g_r(Ŷ)`` ``(B, 3, H, W)``, the input as the base alone can show it (when
+            the codec has a preview synthesis; see :mod:`codec.preview`).
     """
 
     features_hat: Tensor
     likelihoods: dict[str, Tensor]
     y_hat: Tensor
+    preview: Tensor | None = None
 
 
 @dataclass
@@ -78,6 +82,9 @@ class HyperpriorCodec(nn.Module):
         hyper_downsample: stride-2 stages in ``h_a``.
         blocks: residual bottleneck blocks per resolution.
         attention: add ELIC's attention blocks at the latent end of ``g_a`` and ``g_s``.
+        preview: add the reconstruction-reward synthesis ``g_r`` (:mod:`codec.preview`).
+        input_stride: stride of the feature tensor in input pixels (the split's; set by the
+            facade, not stored in the architecture), for ``g_r``.
     """
 
     def __init__(
@@ -89,6 +96,8 @@ class HyperpriorCodec(nn.Module):
         hyper_downsample: int = 2,
         blocks: int = 1,
         attention: bool = True,
+        preview: bool = False,
+        input_stride: int = 1,
     ) -> None:
         super().__init__()
         if in_channels < 1 or N < 1 or M < 1 or downsample < 0 or hyper_downsample < 0:
@@ -122,6 +131,9 @@ class HyperpriorCodec(nn.Module):
 
         self.entropy_z = FactorizedCoder(N)
         self.entropy_y = GaussianCoder()
+        self.input_stride = input_stride
+        self.g_r = PreviewSynthesis(M, input_stride * 2**downsample) if preview else None
+        self.detach_preview = False  # True: g_r learns from Ŷ without shaping it (β = 0)
 
     @property
     def multiple(self) -> int:
@@ -142,6 +154,10 @@ class HyperpriorCodec(nn.Module):
         scales, means = self.h_s(z_hat).chunk(2, dim=1)
         return scales, means
 
+    def preview(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor | None:
+        """``g_r(Ŷ)`` cropped to the input ``size`` ``(H, W)``, if the codec has ``g_r``."""
+        return None if self.g_r is None else self.g_r(y_hat, size)
+
     def forward(self, f: Tensor) -> BaseOutput:
         """Training/validation pass on features ``f`` ``(B, C, h, w)``."""
         h, w = f.shape[-2:]
@@ -154,7 +170,10 @@ class HyperpriorCodec(nn.Module):
         _, y_likelihoods = self.entropy_y(y, scales, means)
         y_hat = ste_round(y - means) + means
         f_hat = self.g_s(y_hat)[..., :h, :w]
-        return BaseOutput(f_hat, {"y": y_likelihoods, "z": z_likelihoods}, y_hat)
+        size = (h * self.input_stride, w * self.input_stride)
+        likelihoods = {"y": y_likelihoods, "z": z_likelihoods}
+        preview = self.preview(y_hat.detach() if self.detach_preview else y_hat, size)
+        return BaseOutput(f_hat, likelihoods, y_hat, preview)
 
     def aux_loss(self) -> Tensor:
         """Quantile loss of the factorized model (its own optimizer minimizes it)."""

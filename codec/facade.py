@@ -67,12 +67,14 @@ class CodecOutput:
         features: uncompressed features ``F``.
         features_hat: reconstruction ``F̂``.
         likelihoods: latent likelihoods, for the (estimated) rate term.
+        preview: the base layer's picture of the input ``(B, 3, H, W)``, if it has ``g_r``.
     """
 
     output: Tensor
     features: Tensor
     features_hat: Tensor
     likelihoods: dict[str, Tensor]
+    preview: Tensor | None = None
 
     def bits(self) -> Tensor:
         """Estimated bits of the whole batch, −Σlog₂p (a training signal)."""
@@ -81,11 +83,13 @@ class CodecOutput:
 
 @dataclass
 class Decoded:
-    """What :meth:`Codec.decode` returns: features ``(1, C, h, w)``, task output, stream."""
+    """What :meth:`Codec.decode` returns: features ``(1, C, h, w)``, task output, stream, and
+    the base layer's preview image ``(1, 3, H, W)`` when the codec has one."""
 
     features: Tensor
     output: Tensor
     stream: Stream
+    preview: Tensor | None = None
 
 
 class Codec(nn.Module):
@@ -115,7 +119,9 @@ class Codec(nn.Module):
     @classmethod
     def from_split(cls, arch: dict[str, Any], split: Split) -> Codec:
         config = dict(arch["codec"])
-        base = build_codec(config.pop("name"), in_channels=split.channels, **config)
+        base = build_codec(
+            config.pop("name"), in_channels=split.channels, input_stride=split.stride, **config
+        )
         return cls(arch, split, base)
 
     @classmethod
@@ -148,7 +154,9 @@ class Codec(nn.Module):
     def forward_features(self, f: Tensor) -> CodecOutput:
         """Training pass on features ``f`` ``(B, C, h, w)`` already taken at the split."""
         out = self.base(f)
-        return CodecOutput(self.back(out.features_hat), f, out.features_hat, out.likelihoods)
+        return CodecOutput(
+            self.back(out.features_hat), f, out.features_hat, out.likelihoods, out.preview
+        )
 
     def aux_loss(self) -> Tensor:
         return self.base.aux_loss()
@@ -258,10 +266,11 @@ class Codec(nn.Module):
         """Decode a stream into features ``F̂`` ``(1, C, h, w)`` and the task output."""
         stream = unpack(data) if isinstance(data, bytes | bytearray) else data
         size = self.check_stream(stream)
-        f_hat, _ = self.base.decompress(
+        f_hat, y_hat = self.base.decompress(
             [stream.section(SectionKind.BASE)], [stream.section(SectionKind.HYPER)], size
         )
-        return Decoded(f_hat, self.back(f_hat), stream)
+        _, H, W = stream.shape(ShapeTag.INPUT)
+        return Decoded(f_hat, self.back(f_hat), stream, self.base.preview(y_hat, (H, W)))
 
     @property
     def _device(self) -> torch.device:

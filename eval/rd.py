@@ -165,15 +165,26 @@ class _Tally:
         self.t_enc = self.t_dec = 0.0
 
     def add(
-        self, sizes: list[int], x: Tensor, f_hat: Tensor, output: Tensor, batch: dict, split: Any
+        self,
+        sizes: list[int],
+        x: Tensor,
+        f_hat: Tensor,
+        output: Tensor,
+        batch: dict,
+        split: Any,
+        preview: Tensor | None = None,
     ) -> None:
-        """One batch: stream sizes, images ``x`` (B, 3, H, W), decoded tensors and outputs."""
+        """One batch: stream sizes, images ``x`` (B, 3, H, W), decoded tensors and outputs.
+
+        PSNR is measured on the decoded image: the decoded tensor itself when the codec sits
+        at the input, else the base layer's preview (``g_r``) when it has one."""
         self.images += x.shape[0]
         self.bytes += sum(sizes)
         self.pixels += x.shape[0] * math.prod(x.shape[-2:])
         self.elements += f_hat.numel()
         self.metric.update(output, batch)
         shown = _psnr_images(split, f_hat)
+        shown = preview if shown is None else shown
         if shown is not None:
             self.psnr.update(shown, x.to(shown.device))
 
@@ -235,7 +246,15 @@ def evaluate_codec(
         decoded = codec.decode(stream)
         tally.t_dec += time.perf_counter() - t0
         batch = data.collate([item])
-        tally.add([len(stream)], image[None], decoded.features, decoded.output, batch, codec)
+        tally.add(
+            [len(stream)],
+            image[None],
+            decoded.features,
+            decoded.output,
+            batch,
+            codec,
+            decoded.preview,
+        )
     estimated = 0.0
     for batch in data.batches(batch_size):
         f = codec.features(batch["image"].to(codec._device))

@@ -32,6 +32,10 @@ class BaseCodecModule(pl.LightningModule):
         N, M, downsample, hyper_downsample, blocks, attention: base codec architecture
             (:class:`~codec.base.HyperpriorCodec`).
         lmbda: weight λ of the task distortion.
+        preview: give the base the reconstruction synthesis ``g_r`` (:mod:`codec.preview`).
+        beta: weight β of the reconstruction reward ``β·E‖X̂_b − X‖²`` (0–255 scale). With
+            ``beta=0`` and ``preview`` set, ``g_r`` still learns, from a detached latent, so
+            the plain base gets a preview to compare with.
         distortion: ``"ce"`` (needs labels) or ``"distill"`` (to the uncompressed output).
         lr: learning rate of the codec (Adam, cosine decay to 0 over the run).
         aux_lr: learning rate of the quantile (aux) optimizer.
@@ -59,6 +63,8 @@ class BaseCodecModule(pl.LightningModule):
         hyper_downsample: int = 2,
         blocks: int = 1,
         attention: bool = True,
+        preview: bool = False,
+        beta: float = 0.0,
         lmbda: float = 1.0,
         distortion: Distortion = "distill",
         lr: float = 1e-3,
@@ -82,8 +88,11 @@ class BaseCodecModule(pl.LightningModule):
                 "hyper_downsample": hyper_downsample,
                 "blocks": blocks,
                 "attention": attention,
+                "preview": preview,
             },
         }
+        if beta < 0 or (beta > 0 and not preview):
+            raise ValueError("beta must be ≥ 0, and beta > 0 needs preview=True")
         if task_checkpoint is not None:
             net = load_task_network(task_checkpoint, backbone, num_classes)
         else:
@@ -99,6 +108,7 @@ class BaseCodecModule(pl.LightningModule):
             if start.arch != self.codec.arch:
                 raise CheckpointError(f"{init_codec}: architecture differs from this run's")
             self.codec.load_state_dict(start.state_dict())
+        self.codec.base.detach_preview = beta == 0
 
     def forward(self, x: Tensor) -> Tensor:
         return self.codec(x).output
@@ -129,6 +139,8 @@ class BaseCodecModule(pl.LightningModule):
             self.hparams.lmbda,
             self.hparams.distortion,
             x.shape[0] * x.shape[-2] * x.shape[-1],
+            self.hparams.beta,
+            x,
         )
         return rd, (out, teacher)
 
@@ -163,6 +175,9 @@ class BaseCodecModule(pl.LightningModule):
             f"{stage}/bpp_est": rd.bpp,
             f"{stage}/distortion": rd.distortion,
         }
+        if rd.reconstruction is not None:
+            mse = rd.reconstruction / 255.0**2
+            metrics[f"{stage}/preview_psnr"] = -10 * torch.log10(mse.clamp_min(1e-10))
         if "label" in batch:
             metrics[f"{stage}/acc"] = accuracy(out.output, batch["label"])
             metrics[f"{stage}/acc_uncompressed"] = accuracy(teacher, batch["label"])

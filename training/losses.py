@@ -1,4 +1,4 @@
-"""Rate–distortion loss of the base layer: ``L = λ·d_task + R``.
+"""Rate–distortion loss of the base layer: ``L = λ·d_task + R (+ β·d_r)``.
 
 ``R`` is in bits per input pixel, estimated from the entropy models' likelihoods (a training
 signal only: every reported rate comes from real bitstream bytes). ``d_task`` is one of
@@ -6,6 +6,8 @@ signal only: every reported rate comes from real bitstream bytes). ``d_task`` is
 * ``"ce"``: cross-entropy of the task output on the decoded features against labels;
 * ``"distill"``: KL divergence from the uncompressed network's output distribution to the
   output on the decoded features. It needs no labels.
+
+``β·d_r`` is the reconstruction reward of :mod:`codec.preview` (``β = 0``: the plain base).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from codec.facade import CodecOutput
+from codec.preview import reconstruction_distortion
 
 Distortion = Literal["ce", "distill"]
 
@@ -46,6 +49,7 @@ class RDLoss:
     loss: Tensor
     distortion: Tensor
     bpp: Tensor
+    reconstruction: Tensor | None = None
 
 
 def rate_distortion(
@@ -55,11 +59,22 @@ def rate_distortion(
     lmbda: float,
     kind: Distortion,
     num_pixels: int,
+    beta: float = 0.0,
+    images: Tensor | None = None,
 ) -> RDLoss:
-    """``λ·d_task + R`` with ``R`` = estimated bits / ``num_pixels`` (pixels of the batch)."""
+    """``λ·d_task + R + β·d_r`` with ``R`` = estimated bits / ``num_pixels`` (pixels of the
+    batch) and ``d_r`` the preview's reconstruction distortion (:mod:`codec.preview`), when
+    the codec has a preview and ``images`` are given."""
     distortion = task_distortion(kind, out.output, teacher, labels)
     bpp = out.bits() / num_pixels
-    return RDLoss(lmbda * distortion + bpp, distortion, bpp)
+    loss = lmbda * distortion + bpp
+    recon = None
+    if out.preview is not None and images is not None:
+        recon = reconstruction_distortion(out.preview, images)
+        # β > 0: the reward shapes the representation. β = 0: the preview was computed from a
+        # detached latent (HyperpriorCodec.detach_preview), so this trains g_r alone.
+        loss = loss + (beta * recon if beta > 0 else recon / 255.0**2)
+    return RDLoss(loss, distortion, bpp, recon)
 
 
 def accuracy(logits: Tensor, labels: Tensor) -> Tensor:
