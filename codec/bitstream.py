@@ -65,6 +65,23 @@ class SectionKind(IntEnum):
     ENH = 4
 
 
+LAYER_OF = {
+    SectionKind.HYPER: "base",
+    SectionKind.BASE: "base",
+    SectionKind.HYPER_ENH: "enhancement",
+    SectionKind.ENH: "enhancement",
+}
+"""The layer each kind of section belongs to."""
+
+
+def _check_order(kinds: list[SectionKind]) -> None:
+    seen_enh = False
+    for k in kinds:
+        seen_enh |= LAYER_OF[k] == "enhancement"
+        if seen_enh and LAYER_OF[k] == "base":
+            raise BitstreamError("malformed header: a base section follows an enhancement one")
+
+
 @dataclass(frozen=True)
 class Section:
     """One length-prefixed, CRC-protected payload."""
@@ -87,6 +104,8 @@ class Stream:
         shapes: tensor shapes by tag, e.g. ``{INPUT: (3, H, W), FEATURES: (C, h, w)}``.
         sections: payloads in stream order.
         header_bytes: size of the header (filled in by :func:`unpack`).
+        cut: the stream ends right after its base sections although the header announces
+            enhancement sections (read with ``layers="base"``); they are not in ``sections``.
     """
 
     fingerprint: bytes
@@ -94,6 +113,17 @@ class Stream:
     sections: tuple[Section, ...]
     version: int = VERSION
     header_bytes: int = field(default=0, compare=False)
+    cut: bool = field(default=False, compare=False)
+
+    def has(self, kind: SectionKind, frame: int = 0) -> bool:
+        return any(s.kind == kind and s.frame == frame for s in self.sections)
+
+    def layer_bytes(self) -> dict[str, int]:
+        """Bytes of the header and of each layer's sections."""
+        out = {"header": self.header_bytes, "base": 0, "enhancement": 0}
+        for s in self.sections:
+            out[LAYER_OF[s.kind]] += len(s.payload)
+        return out
 
     def shape(self, tag: ShapeTag) -> tuple[int, ...]:
         if tag not in self.shapes:
@@ -134,6 +164,7 @@ def pack(stream: Stream) -> bytes:
     for tag, dims in stream.shapes.items():
         _check_shape(ShapeTag(tag).name.lower(), dims)
         head += bytes([tag, len(dims)]) + b"".join(_varint(d) for d in dims)
+    _check_order([s.kind for s in stream.sections])
     head.append(len(stream.sections))
     for s in stream.sections:
         if not 0 <= s.frame <= MAX_FRAME or len(s.payload) > MAX_SECTION_BYTES:
@@ -184,8 +215,14 @@ class _Reader:
         raise BitstreamError(f"malformed header: {what} is not a valid varint")
 
 
-def unpack(data: bytes) -> Stream:
-    """Parse and validate a whole stream (header, lengths and every section's CRC-32)."""
+def unpack(data: bytes, layers: str = "all") -> Stream:
+    """Parse and validate a stream (header, lengths and every section's CRC-32).
+
+    With ``layers="base"`` a stream cut right after its base sections is accepted too: the
+    result holds the base sections and ``cut=True``. Anything else short is truncated.
+    """
+    if layers not in ("all", "base"):
+        raise ValueError(f"layers must be 'all' or 'base', not {layers!r}")
     r = _Reader(data)
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise BitstreamError(
@@ -236,6 +273,7 @@ def unpack(data: bytes) -> Stream:
             raise BitstreamError(f"malformed header: {kind.name.lower()} section repeated")
         records.append((kind, frame, length, crc))
 
+    _check_order([k for k, _, _, _ in records])
     header_end = r.pos
     stored_crc = int.from_bytes(r.take(4, "header CRC-32"), "little")
     if zlib.crc32(data[:header_end]) != stored_crc:
@@ -243,6 +281,16 @@ def unpack(data: bytes) -> Stream:
     header_bytes = r.pos
 
     expected = header_bytes + sum(length for _, _, length, _ in records)
+    base_end = header_bytes + sum(n for k, _, n, _ in records if LAYER_OF[k] == "base")
+    cut = layers == "base" and len(data) == base_end < expected
+    if cut:
+        records = [rec for rec in records if LAYER_OF[rec[0]] == "base"]
+        expected = base_end
+    if len(data) == base_end < expected:
+        raise BitstreamError(
+            "the stream holds only its base layer (cut after the base sections); "
+            "decode it with layers='base' (featcodec decode --layers base)"
+        )
     if len(data) < expected:
         raise BitstreamError(
             f"truncated stream: {len(data)} bytes, the header announces {expected}"
@@ -260,17 +308,17 @@ def unpack(data: bytes) -> Stream:
                 f"corrupt {kind.name.lower()} section (frame {frame}): CRC-32 mismatch"
             )
         sections.append(Section(kind, payload, frame))
-    return Stream(fingerprint, shapes, tuple(sections), version, header_bytes)
+    return Stream(fingerprint, shapes, tuple(sections), version, header_bytes, cut)
 
 
-def read(path: str | os.PathLike[str]) -> Stream:
-    """Read and validate a ``.fcb`` file."""
+def read(path: str | os.PathLike[str], layers: str = "all") -> Stream:
+    """Read and validate a ``.fcb`` file (``layers``: see :func:`unpack`)."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        return unpack(data)
+        return unpack(data, layers)
     except BitstreamError as e:
         raise BitstreamError(f"{path}: {e}") from None
 

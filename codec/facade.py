@@ -37,6 +37,7 @@ from codec.bitstream import (
     pack,
     unpack,
 )
+from codec.enhancement import EnhancementCodec
 from codec.entropy import bits
 from codec.errors import BitstreamError, CheckpointError, InputError
 from codec.files import atomic_path
@@ -83,13 +84,15 @@ class CodecOutput:
 
 @dataclass
 class Decoded:
-    """What :meth:`Codec.decode` returns: features ``(1, C, h, w)``, task output, stream, and
-    the base layer's preview image ``(1, 3, H, W)`` when the codec has one."""
+    """What :meth:`Codec.decode` returns: features ``(1, C, h, w)``, task output, stream, the
+    base layer's preview image ``(1, 3, H, W)`` when the codec has one, and the enhancement
+    layer's output ``(1, out, H, W)`` when it was decoded."""
 
     features: Tensor
     output: Tensor
     stream: Stream
     preview: Tensor | None = None
+    enhanced: Tensor | None = None
 
 
 class Codec(nn.Module):
@@ -99,18 +102,25 @@ class Codec(nn.Module):
     e.g. trained, network) or :meth:`from_checkpoint`.
     """
 
-    def __init__(self, arch: dict[str, Any], split: Split, base: nn.Module) -> None:
+    def __init__(
+        self,
+        arch: dict[str, Any],
+        split: Split,
+        base: nn.Module,
+        enhancement: EnhancementCodec | None = None,
+    ) -> None:
         super().__init__()
         self.arch = copy.deepcopy(arch)
         self.normalize = Normalize()
         self.front = split.front
         self.base = base
         self.back = split.back
+        self.enhancement = enhancement
         self.stride = split.stride
         self.channels = split.channels
         for p in (*self.front.parameters(), *self.back.parameters()):
             p.requires_grad_(False)
-        self._fingerprint: tuple[tuple[int, ...], bytes] | None = None
+        self._fingerprint: tuple[tuple[int, ...], tuple[bytes, bytes | None]] | None = None
         self._tensors: dict[str, Tensor] | None = None
         self.train()
 
@@ -122,7 +132,14 @@ class Codec(nn.Module):
         base = build_codec(
             config.pop("name"), in_channels=split.channels, input_stride=split.stride, **config
         )
-        return cls(arch, split, base)
+        enhancement = None
+        if arch.get("enhancement") is not None:
+            enhancement = EnhancementCodec(
+                base_channels=arch["codec"].get("M", 128),
+                base_stride=split.stride * 2 ** arch["codec"].get("downsample", 1),
+                **arch["enhancement"],
+            )
+        return cls(arch, split, base, enhancement)
 
     @classmethod
     def build(cls, arch: dict[str, Any], weights: str | None = None) -> Codec:
@@ -165,22 +182,36 @@ class Codec(nn.Module):
 
     @property
     def fingerprint(self) -> bytes:
-        """Hash of the architecture and of every weight; changes whenever a weight does.
+        """Hash of the base model (architecture and every weight of the task network and the
+        base layer); written into every stream's header. The enhancement layer has its own,
+        :attr:`enhancement_fingerprint`, so adding one leaves base streams decodable.
 
         Recomputed only when a tensor was modified in place (an optimizer step, a state-dict
         load) or replaced, which the tensors' version counters tell.
         """
+        return self._fingerprints()[0]
+
+    @property
+    def enhancement_fingerprint(self) -> bytes | None:
+        """Hash of the enhancement layer's architecture and weights and of the base model's
+        fingerprint (an enhancement only decodes on the base it was trained on)."""
+        return self._fingerprints()[1]
+
+    def _fingerprints(self) -> tuple[bytes, bytes | None]:
         if self._tensors is None:
             self._tensors = self.state_dict(keep_vars=True)
         tensors = self._tensors
         stamp = tuple(t._version for t in tensors.values())
         if self._fingerprint is None or self._fingerprint[0] != stamp:
-            h = hashlib.blake2b(digest_size=FINGERPRINT_BYTES)
-            h.update(json.dumps(self.arch, sort_keys=True).encode())
-            for name, value in sorted(tensors.items()):
-                h.update(name.encode())
-                h.update(value.detach().cpu().contiguous().numpy().tobytes())
-            self._fingerprint = (stamp, h.digest())
+            base = {k: v for k, v in self.arch.items() if k != "enhancement"}
+            h = _digest(
+                base, {k: v for k, v in tensors.items() if not k.startswith("enhancement.")}
+            )
+            enh = None
+            if self.enhancement is not None:
+                weights = {k: v for k, v in tensors.items() if k.startswith("enhancement.")}
+                enh = _digest({"base": h.hex(), "arch": self.arch["enhancement"]}, weights)
+            self._fingerprint = (stamp, (h, enh))
         return self._fingerprint[1]
 
     # coding ---------------------------------------------------------------------------------
@@ -204,11 +235,19 @@ class Codec(nn.Module):
             raise InputError(f"{what}: contains NaN or Inf values")
         return t.float()
 
-    def encode(self, x: Tensor) -> bytes:
-        """Code an image ``x`` ``(3, H, W)`` or ``(1, 3, H, W)`` with values in [0, 1]."""
-        x = self._check_input(x, 3, "image")
-        f = self.features(x.to(self._device))
-        return self.encode_features(f, input_size=tuple(x.shape[-2:]))
+    def encode(self, x: Tensor, layers: str = "all") -> bytes:
+        """Code an image ``x`` ``(3, H, W)`` or ``(1, 3, H, W)`` with values in [0, 1].
+
+        With an enhancement layer and ``layers="all"`` the stream holds the base sections,
+        then the enhancement's (``HYPER_ENH`` starts with :attr:`enhancement_fingerprint`).
+        """
+        if layers not in ("all", "base"):
+            raise InputError(f"layers must be 'all' or 'base', not {layers!r}")
+        x = self._check_input(x, 3, "image").to(self._device)
+        f = self.features(x)
+        if self.enhancement is None or layers == "base":
+            return self.encode_features(f, input_size=tuple(x.shape[-2:]))
+        return self.encode_batch(f, tuple(x.shape[-2:]), images=x)[0]
 
     def encode_features(self, f: Tensor, input_size: tuple[int, int] | None = None) -> bytes:
         """Code a feature tensor ``(C, h, w)`` or ``(1, C, h, w)`` taken at the split.
@@ -220,23 +259,27 @@ class Codec(nn.Module):
         return self.encode_batch(f, input_size)[0]
 
     @torch.no_grad()
-    def encode_batch(self, f: Tensor, input_size: tuple[int, int] | None = None) -> list[bytes]:
+    def encode_batch(
+        self, f: Tensor, input_size: tuple[int, int] | None = None, images: Tensor | None = None
+    ) -> list[bytes]:
         """One stream per element of a batch of features ``(B, C, h, w)`` (not validated:
-        for features this codec's front produced, e.g. during validation)."""
+        for features this codec's front produced, e.g. during validation). With ``images``
+        ``(B, 3, H, W)`` and an enhancement layer, the streams carry both layers."""
         h, w = f.shape[-2:]
         H, W = input_size or (h * self.stride, w * self.stride)
         code = self.base.compress(f)
         shapes = {ShapeTag.INPUT: (3, H, W), ShapeTag.FEATURES: tuple(f.shape[1:])}
-        return [
-            pack(
-                Stream(
-                    self.fingerprint,
-                    shapes,
-                    (Section(SectionKind.HYPER, z), Section(SectionKind.BASE, y)),
-                )
-            )
+        sections = [
+            [Section(SectionKind.HYPER, z), Section(SectionKind.BASE, y)]
             for y, z in zip(code.y, code.z, strict=True)
         ]
+        if images is not None and self.enhancement is not None:
+            enh = self.enhancement.compress(images, code.y_hat)
+            tag = self.enhancement_fingerprint
+            assert tag is not None
+            for secs, y, z in zip(sections, enh.y, enh.z, strict=True):
+                secs += [Section(SectionKind.HYPER_ENH, tag + z), Section(SectionKind.ENH, y)]
+        return [pack(Stream(self.fingerprint, shapes, tuple(secs))) for secs in sections]
 
     def check_stream(self, stream: Stream) -> tuple[int, int]:
         """Raise :class:`BitstreamError` unless this model can decode ``stream``."""
@@ -255,22 +298,63 @@ class Codec(nn.Module):
                     f"input size {H}×{W} does not match feature size {h}×{w} at stride "
                     f"{self.stride}"
                 )
+        if not stream.has(SectionKind.BASE) and stream.has(SectionKind.ENH):
+            raise BitstreamError("enhancement section without its base layer")
         for kind in (SectionKind.HYPER, SectionKind.BASE):
-            n = len(stream.section(kind))
-            if n < 8 or n % 4:
-                raise BitstreamError(f"{kind.name.lower()} section of {n} bytes is not rANS data")
+            _check_rans(kind, stream.section(kind))
         return h, w
 
+    def check_enhancement(self, stream: Stream) -> None:
+        """Raise :class:`BitstreamError` unless this model can decode the enhancement layer."""
+        if not stream.has(SectionKind.ENH) or not stream.has(SectionKind.HYPER_ENH):
+            what = "was cut after its base layer" if stream.cut else "has no enhancement layer"
+            raise BitstreamError(f"the stream {what}; decode it with --layers base")
+        if self.enhancement is None:
+            raise BitstreamError("this checkpoint has no enhancement layer (use --layers base)")
+        head = stream.section(SectionKind.HYPER_ENH)
+        tag, mine = head[:FINGERPRINT_BYTES], self.enhancement_fingerprint
+        if tag != mine:
+            assert mine is not None
+            raise BitstreamError(
+                f"enhancement layer was written by model {tag.hex()}, this checkpoint's "
+                f"enhancement is {mine.hex()} (base and enhancement from different models?)"
+            )
+        _check_rans(SectionKind.HYPER_ENH, head[FINGERPRINT_BYTES:])
+        _check_rans(SectionKind.ENH, stream.section(SectionKind.ENH))
+
     @torch.no_grad()
-    def decode(self, data: bytes | Stream) -> Decoded:
-        """Decode a stream into features ``F̂`` ``(1, C, h, w)`` and the task output."""
-        stream = unpack(data) if isinstance(data, bytes | bytearray) else data
+    def decode(self, data: bytes | Stream, layers: str = "all") -> Decoded:
+        """Decode a stream into features ``F̂`` ``(1, C, h, w)``, the task output, and with
+        ``layers="all"`` the enhancement target when the stream has one.
+
+        ``layers="base"`` decodes the base alone, also from a stream cut after the base
+        sections; ``layers="all"`` on a stream that carries an enhancement layer requires a
+        checkpoint with the matching enhancement.
+        """
+        if layers not in ("all", "base"):
+            raise InputError(f"layers must be 'all' or 'base', not {layers!r}")
+        stream = unpack(data, layers) if isinstance(data, bytes | bytearray) else data
         size = self.check_stream(stream)
+        enhance = layers == "all" and (
+            self.enhancement is not None or stream.has(SectionKind.ENH) or stream.cut
+        )
+        if enhance:
+            self.check_enhancement(stream)
         f_hat, y_hat = self.base.decompress(
             [stream.section(SectionKind.BASE)], [stream.section(SectionKind.HYPER)], size
         )
         _, H, W = stream.shape(ShapeTag.INPUT)
-        return Decoded(f_hat, self.back(f_hat), stream, self.base.preview(y_hat, (H, W)))
+        enhanced = None
+        if enhance:
+            assert self.enhancement is not None
+            enhanced = self.enhancement.decompress(
+                [stream.section(SectionKind.ENH)],
+                [stream.section(SectionKind.HYPER_ENH)[FINGERPRINT_BYTES:]],
+                y_hat,
+                (H, W),
+            )
+        preview = self.base.preview(y_hat, (H, W))
+        return Decoded(f_hat, self.back(f_hat), stream, preview, enhanced)
 
     @property
     def _device(self) -> torch.device:
@@ -313,6 +397,22 @@ class Codec(nn.Module):
                 f"{path}: weights do not fit the architecture ({first})"
             ) from None
         return codec.eval()
+
+
+def _check_rans(kind: SectionKind, payload: bytes) -> None:
+    if len(payload) < 8 or len(payload) % 4:
+        raise BitstreamError(
+            f"{kind.name.lower()} section of {len(payload)} bytes is not rANS data"
+        )
+
+
+def _digest(meta: dict[str, Any], tensors: dict[str, Tensor]) -> bytes:
+    h = hashlib.blake2b(digest_size=FINGERPRINT_BYTES)
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    for name, value in sorted(tensors.items()):
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.digest()
 
 
 def _dims(stream: Stream, tag: ShapeTag, ndim: int) -> tuple[int, ...]:

@@ -1,0 +1,125 @@
+"""Scalable coding: the enhancement layer conditioned on the base, and the layered stream."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY
+
+from codec.bitstream import SectionKind, pack, unpack
+from codec.enhancement import EnhancementCodec
+from codec.errors import BitstreamError
+from codec.facade import Codec, default_arch
+
+ENH = {"N": 16, "M": 16, "downsample": 3, "hyper_downsample": 1}
+
+
+def scalable(seed: int = 0, **enh: object) -> Codec:
+    torch.manual_seed(seed)
+    return Codec.build(default_arch(codec=dict(TINY), enhancement={**ENH, **enh})).eval()
+
+
+@pytest.fixture(scope="module")
+def codec() -> Codec:
+    return scalable()
+
+
+@pytest.fixture(scope="module")
+def image() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.rand(3, 40, 56)
+
+
+def test_enhancement_round_trip_is_exact() -> None:
+    torch.manual_seed(0)
+    enh = EnhancementCodec(base_channels=16, base_stride=16, **ENH).eval()
+    x, y_b = torch.rand(2, 3, 40, 56), torch.randn(2, 16, 3, 4)
+    code = enh.compress(x, y_b)
+    out = enh.decompress(code.y, code.z, y_b, (40, 56))
+    assert out.shape == (2, 3, 40, 56)
+    again = enh.decompress(code.y, code.z, y_b, (40, 56))
+    assert torch.equal(out, again)
+    # decoding with another base latent gives another picture: the base is side information
+    assert not torch.equal(out, enh.decompress(code.y, code.z, y_b + 1, (40, 56)))
+
+
+def test_entropy_parameters_depend_on_the_base_unless_standalone() -> None:
+    x, y_b = torch.rand(1, 3, 32, 32), torch.randn(1, 16, 2, 2)
+    for standalone in (False, True):
+        torch.manual_seed(0)
+        enh = EnhancementCodec(16, 16, standalone=standalone, **ENH).eval()
+        a, b = enh(x, y_b), enh(x, y_b * 2 + 1)
+        changed = not torch.equal(a.scales, b.scales) or not torch.equal(a.means, b.means)
+        assert changed is not standalone
+
+
+def test_base_only_decode_of_a_cut_stream_equals_the_base_of_a_full_decode(codec, image):
+    data = codec.encode(image)
+    full = unpack(data)
+    assert [s.kind for s in full.sections] == [
+        SectionKind.HYPER,
+        SectionKind.BASE,
+        SectionKind.HYPER_ENH,
+        SectionKind.ENH,
+    ]
+    layers = full.layer_bytes()
+    cut = data[: layers["header"] + layers["base"]]
+    base = codec.decode(cut, layers="base")
+    whole = codec.decode(data)
+    assert base.stream.cut and base.enhanced is None
+    assert torch.equal(base.features, whole.features)
+    assert torch.equal(base.output, whole.output)
+    assert whole.enhanced is not None and whole.enhanced.shape == (1, 3, 40, 56)
+    # the cut stream is exactly what a base-only encode would have needed in its sections
+    assert codec.decode(data, layers="base").enhanced is None
+
+
+def test_layers_all_on_base_only_streams_is_refused(codec, image):
+    data = codec.encode(image)
+    layers = unpack(data).layer_bytes()
+    cut = data[: layers["header"] + layers["base"]]
+    with pytest.raises(BitstreamError, match="only its base layer"):
+        codec.decode(cut)
+    base_only = codec.encode(image, layers="base")
+    with pytest.raises(BitstreamError, match="has no enhancement layer"):
+        codec.decode(base_only)
+    assert codec.decode(base_only, layers="base").enhanced is None
+    with pytest.raises(BitstreamError, match="truncated"):  # cut anywhere else
+        codec.decode(data[:-3], layers="base")
+
+
+def test_base_and_enhancement_from_different_models_are_refused(codec, image):
+    other_enh = scalable(seed=0, standalone=True)  # another enhancement; base copied below
+    other_enh.load_state_dict(
+        {
+            **codec.state_dict(),
+            **{k: v for k, v in other_enh.state_dict().items() if k.startswith("enhancement.")},
+        }
+    )
+    assert other_enh.fingerprint == codec.fingerprint  # same base
+    assert other_enh.enhancement_fingerprint != codec.enhancement_fingerprint
+    with pytest.raises(BitstreamError, match="enhancement layer was written by model"):
+        other_enh.decode(codec.encode(image))
+    assert torch.equal(
+        other_enh.decode(codec.encode(image), layers="base").features,
+        codec.decode(codec.encode(image)).features,
+    )
+    # a base-only checkpoint decodes the base of scalable streams, and refuses the rest
+    base_only = Codec.build(default_arch(codec=dict(TINY))).eval()
+    base_only.load_state_dict(
+        {k: v for k, v in codec.state_dict().items() if not k.startswith("enhancement.")}
+    )
+    assert base_only.fingerprint == codec.fingerprint
+    base_only.decode(codec.encode(image), layers="base")
+    with pytest.raises(BitstreamError, match="no enhancement layer"):
+        base_only.decode(codec.encode(image))
+
+
+def test_enhancement_without_its_base_is_refused(codec, image):
+    full = unpack(codec.encode(image))
+    orphan = type(full)(full.fingerprint, full.shapes, full.sections[2:])
+    with pytest.raises(BitstreamError, match="without its base"):
+        codec.decode(unpack(pack(orphan)))
+    swapped = type(full)(full.fingerprint, full.shapes, full.sections[2:] + full.sections[:2])
+    with pytest.raises(BitstreamError, match="base section follows an enhancement"):
+        pack(swapped)
