@@ -46,12 +46,28 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("inputs", nargs="+", help="image files, .pt/.npy feature tensors, or folders")
     _model_args(e)
     e.add_argument("-o", "--output", required=True, help="folder for the .fcb files")
+    e.add_argument(
+        "--layers",
+        choices=["all", "base"],
+        default="all",
+        help="all: base and enhancement layers when the codec has both (images only)",
+    )
     e.set_defaults(func=_encode)
 
     d = sub.add_parser("decode", help="decode .fcb streams into features and task predictions")
     d.add_argument("streams", nargs="+", help=".fcb files or folders")
     _model_args(d)
     d.add_argument("-o", "--output", required=True, help="folder for .pt features + predictions")
+    d.add_argument(
+        "--layers",
+        choices=["all", "base"],
+        default="all",
+        help="base: the base layer only (also from streams cut after it); all: with the "
+        "enhancement layer when the stream has one (default)",
+    )
+    d.add_argument(
+        "--preview", action="store_true", help="also write the base layer's preview image (PNG)"
+    )
     d.set_defaults(func=_decode)
 
     i = sub.add_parser("info", help="print the header and section sizes of .fcb streams")
@@ -129,7 +145,10 @@ def _encode(args: argparse.Namespace) -> int:
     for f in _progress(files, "encode"):
         kind, tensor = load_input(f)
         try:
-            data = codec.encode(tensor) if kind == "image" else codec.encode_features(tensor)
+            if kind == "image":
+                data = codec.encode(tensor, args.layers)
+            else:
+                data = codec.encode_features(tensor)
         except InputError as e:
             raise InputError(f"{f}: {e}") from None
         streams.append(data)
@@ -159,21 +178,34 @@ def _decode(args: argparse.Namespace) -> int:
     out = Path(args.output)
     targets = [out / f"{f.stem}.pt" for f in files]
     predictions_path = out / "predictions.json"
-    _refuse_existing([*targets, predictions_path], args.overwrite)
     codec = _load_codec(args)
     streams = []
     for f in files:  # validate every stream before writing anything
-        stream = bitstream.read(f)
+        stream = bitstream.read(f, args.layers)
         try:
             codec.check_stream(stream)
+            if args.layers == "all" and (codec.enhancement is not None or stream.cut):
+                codec.check_enhancement(stream)
         except BitstreamError as e:
             raise BitstreamError(f"{f}: {e}") from None
         streams.append(stream)
+    if args.preview and codec.base.g_r is None:
+        raise InputError(f"{args.checkpoint}: this codec has no preview synthesis (g_r)")
+    extra = [out / f"{f.stem}.enhanced.png" for f in files] if args.layers == "all" else []
+    extra = extra if codec.enhancement is not None else []
+    previews = [out / f"{f.stem}.preview.png" for f in files] if args.preview else []
+    _refuse_existing([*targets, *extra, *previews, predictions_path], args.overwrite)
     predictions: dict[str, Any] = {}
-    for f, stream, target in _progress(list(zip(files, streams, targets, strict=True)), "decode"):
-        decoded = codec.decode(stream)
+    for i, (f, stream, target) in enumerate(
+        _progress(list(zip(files, streams, targets, strict=True)), "decode")
+    ):
+        decoded = codec.decode(stream, args.layers)
         with atomic_path(target) as tmp:
             torch.save(decoded.features[0].cpu(), tmp)
+        if decoded.enhanced is not None:
+            _save_output(decoded.enhanced[0], extra[i])
+        if previews:
+            _save_output(decoded.preview[0], previews[i])
         probs = torch.softmax(decoded.output[0].float(), dim=0).cpu()
         predictions[f.stem] = {
             "class": int(probs.argmax()),
@@ -183,6 +215,20 @@ def _decode(args: argparse.Namespace) -> int:
     atomic_write(predictions_path, json.dumps(predictions, indent=2))
     print(f"wrote {len(files)} feature tensor(s) and {predictions_path}")
     return 0
+
+
+def _save_output(t: Any, path: Path) -> None:
+    """An image ``(3, H, W)`` in [0, 1] as PNG; any other tensor as ``.pt`` beside it."""
+    import torch
+
+    from codec.files import atomic_path, atomic_write
+    from featcodec.inputs import to_png
+
+    if t.shape[0] == 3:
+        atomic_write(path, to_png(t))
+    else:
+        with atomic_path(path.with_suffix(".pt")) as tmp:
+            torch.save(t.cpu(), tmp)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -205,6 +251,7 @@ def _info(args: argparse.Namespace) -> int:
                 "sections": [
                     {"kind": x.name, "frame": x.frame, "bytes": len(x.payload)} for x in s.sections
                 ],
+                "layers": s.layer_bytes(),
                 "bpp": bits_per_pixel(s.total_bytes, tuple(shapes.get("input", [1, 1]))),
             }
         )
@@ -220,6 +267,11 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  {'section':<12} {'frame':>5} {'bytes':>9}")
         for sec in r["sections"]:
             print(f"  {sec['kind']:<12} {sec['frame']:>5} {sec['bytes']:>9,}")
+        layers = r["layers"]
+        cut = layers["header"] + layers["base"]
+        print(f"  {'base layer':<12} {layers['base']:>15,} bytes (a cut at byte {cut:,} keeps it)")
+        if layers["enhancement"]:
+            print(f"  {'enhancement':<12} {layers['enhancement']:>15,} bytes")
         print(f"  {'rate':<12} {r['bpp']:.4f} bits per input pixel (whole file)")
     return 0
 

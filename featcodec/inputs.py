@@ -6,6 +6,7 @@ with a message naming the file and the problem.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,11 @@ def load_input(path: Path) -> tuple[str, Tensor]:
     if path.suffix.lower() in TENSOR_SUFFIXES:
         return "features", load_tensor(path)
     return "image", load_image(path)
+
+
+def to_png(image: Tensor) -> bytes:
+    """PNG bytes of an image ``(3, H, W)`` with values in [0, 1] (clamped)."""
+    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+    buf = io.BytesIO()
+    Image.fromarray(array.cpu().numpy()).save(buf, format="PNG")
+    return buf.getvalue()

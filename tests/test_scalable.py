@@ -123,3 +123,38 @@ def test_enhancement_without_its_base_is_refused(codec, image):
     swapped = type(full)(full.fingerprint, full.shapes, full.sections[2:] + full.sections[:2])
     with pytest.raises(BitstreamError, match="base section follows an enhancement"):
         pack(swapped)
+
+
+def test_cli_layers(codec, image, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    from featcodec.cli import main
+    from featcodec.inputs import to_png
+
+    ckpt = tmp_path / "scalable.ckpt"
+    codec.save(ckpt)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(to_png(image))
+    streams = tmp_path / "streams"
+    assert main(["encode", str(tmp_path / "in"), "-c", str(ckpt), "-o", str(streams)]) == 0
+    assert main(["info", str(streams / "a.fcb")]) == 0
+    text = capsys.readouterr().out
+    assert "base layer" in text and "enhancement" in text
+    data = (streams / "a.fcb").read_bytes()
+    layers = unpack(data).layer_bytes()
+    cut = tmp_path / "cut" / "a.fcb"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: layers["header"] + layers["base"]])
+    out = tmp_path / "out"
+    args = ["decode", str(cut), "-c", str(ckpt), "-o", str(out)]
+    assert main(args) == 1
+    assert "only its base layer" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--layers", "base"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.pt", "predictions.json"]
+    full = tmp_path / "full"
+    assert main(["decode", str(streams), "-c", str(ckpt), "-o", str(full)]) == 0
+    with Image.open(full / "a.enhanced.png") as im:
+        assert im.size == (56, 40)
+    assert torch.equal(torch.load(full / "a.pt"), torch.load(out / "a.pt"))
+    assert main(["decode", str(streams), "-c", str(ckpt), "-o", str(full), "--preview"]) == 1
+    assert "no preview synthesis" in capsys.readouterr().err
