@@ -158,3 +158,46 @@ def test_cli_layers(codec, image, tmp_path, capsys) -> None:
     assert torch.equal(torch.load(full / "a.pt"), torch.load(out / "a.pt"))
     assert main(["decode", str(streams), "-c", str(ckpt), "-o", str(full), "--preview"]) == 1
     assert "no preview synthesis" in capsys.readouterr().err
+
+
+def test_enhancement_training_lowers_the_loss_and_keeps_the_base(codec, tmp_path) -> None:
+    import lightning.pytorch as pl
+
+    from training import EnhancementModule
+    from training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
+
+    base = Codec.build(default_arch(codec=dict(TINY))).eval()
+    base_ckpt = tmp_path / "base.ckpt"
+    base.save(base_ckpt)
+    torch.manual_seed(0)
+    module = EnhancementModule(str(base_ckpt), lr=3e-3, **ENH)
+    ds = SyntheticScenes("train", size=16, image_size=32, seed=0)
+    x = collate_scenes([ds[i] for i in range(16)])["image"]
+    module.eval()
+    with torch.no_grad():
+        before = float(module._losses(x)["loss"])
+    data = SyntheticScenesDataModule(image_size=32, train_size=16, val_size=8, batch_size=8)
+    trainer = pl.Trainer(
+        max_epochs=8,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, data)
+    module.eval()
+    with torch.no_grad():
+        assert float(module._losses(x)["loss"]) < before
+    assert module.codec.fingerprint == base.fingerprint  # the base never moved
+    path = tmp_path / "scalable.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = Codec.from_checkpoint(path)
+    assert loaded.enhancement is not None
+    assert loaded.enhancement_fingerprint == module.codec.enhancement_fingerprint
+    stream = loaded.encode(x[0])
+    torch.testing.assert_close(
+        loaded.decode(stream, layers="base").features, base.decode(base.encode(x[0])).features
+    )
+    assert loaded.decode(stream).enhanced.shape == (1, 3, 32, 32)

@@ -47,6 +47,13 @@ def test_train_configs_with_lightning_cli(tmp_path: Path) -> None:
     assert codec.decode(codec.encode(torch.rand(3, 32, 32))).output.shape == (1, 5)
     assert list((tmp_path / "runs").glob("quickstart/**/events.out.tfevents.*"))
 
+    # second stage: the enhancement layer in front of that frozen base
+    enh = _small_config("enhancement.yaml", tmp_path, base_checkpoint=str(ckpt), N=16, M=16)
+    assert main(["train", "--config", str(enh)]) == 0
+    scalable = Codec.from_checkpoint(tmp_path / "enhancement" / "ckpt" / "last.ckpt")
+    assert scalable.fingerprint == codec.fingerprint and scalable.enhancement is not None
+    assert scalable.decode(scalable.encode(torch.rand(3, 32, 32))).enhanced.shape == (1, 3, 32, 32)
+
 
 def test_train_with_a_missing_task_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
     quick = _small_config("quickstart.yaml", tmp_path, task_checkpoint=str(tmp_path / "no.ckpt"))

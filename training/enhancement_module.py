@@ -1,0 +1,117 @@
+"""Second training stage: the enhancement layer of a scalable codec, its base frozen.
+
+Loss ``λ_e·d_e(X̂, X) + R_e`` (de Andrade & Bajić): ``R_e`` is the estimated rate of the
+enhancement latents ``Ŷ_e`` and ``Ẑ_e`` per input pixel, coded conditionally on the decoded
+base ``Ŷ_b`` (:mod:`codec.enhancement`); ``d_e`` is the squared error of the reconstructed
+input on the 0–255 scale. The base codec comes from a checkpoint of the first stage and never
+changes here, so its streams stay decodable (its fingerprint is unchanged). Checkpoints carry
+the whole scalable architecture, for ``featcodec encode/decode``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+from codec.bitstream import unpack
+from codec.entropy import bits
+from codec.facade import Codec
+from codec.preview import reconstruction_distortion
+
+
+class EnhancementModule(pl.LightningModule):
+    """Train the enhancement layer in front of a frozen base.
+
+    Args:
+        base_checkpoint: codec checkpoint of the first stage (``BaseCodecModule``).
+        N, M, downsample, hyper_downsample: enhancement architecture
+            (:class:`~codec.enhancement.EnhancementCodec`).
+        standalone: train the standalone lower bound (the base is not used).
+        lmbda: weight ``λ_e`` of the reconstruction distortion.
+        lr, aux_lr: learning rates of the enhancement and of its quantile (aux) optimizer.
+    """
+
+    def __init__(
+        self,
+        base_checkpoint: str,
+        N: int = 64,
+        M: int = 64,
+        downsample: int = 4,
+        hyper_downsample: int = 2,
+        standalone: bool = False,
+        lmbda: float = 0.01,
+        lr: float = 1e-3,
+        aux_lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        base = Codec.from_checkpoint(base_checkpoint)
+        enhancement = {
+            "N": N,
+            "M": M,
+            "downsample": downsample,
+            "hyper_downsample": hyper_downsample,
+            "standalone": standalone,
+        }
+        self.codec = Codec.build({**base.arch, "enhancement": enhancement})
+        missing, unexpected = self.codec.load_state_dict(base.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith("enhancement.") for k in missing)
+        for name, p in self.codec.named_parameters():
+            p.requires_grad_(name.startswith("enhancement."))
+        self.base_fingerprint = base.fingerprint
+
+    def train(self, mode: bool = True) -> EnhancementModule:
+        super().train(mode)
+        self.codec.base.eval()  # frozen: its decoded latent is what the decoder will see
+        return self
+
+    def _losses(self, x: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            y_b = self.codec.base(self.codec.features(x)).y_hat
+        enh = self.codec.enhancement(x, y_b)
+        pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
+        bpp = sum(bits(v) for v in enh.likelihoods.values()) / pixels
+        mse = reconstruction_distortion(enh.output, x)
+        psnr = 10 * torch.log10(255.0**2 / mse.detach().clamp_min(1e-6))
+        return {"loss": self.hparams.lmbda * mse + bpp, "bpp_est": bpp, "mse": mse, "psnr": psnr}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        opt, aux_opt = self.optimizers()
+        terms = self._losses(batch["image"])
+        opt.zero_grad()
+        self.manual_backward(terms["loss"])
+        self.clip_gradients(opt, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
+        opt.step()
+        aux = self.codec.enhancement.aux_loss()
+        aux_opt.zero_grad()
+        self.manual_backward(aux)
+        aux_opt.step()
+        self.lr_schedulers().step()
+        logged = {f"train/{k}": v for k, v in terms.items()}
+        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=batch["image"].shape[0])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x = batch["image"]
+        terms = self._losses(x)
+        streams = self.codec.encode_batch(self.codec.features(x), tuple(x.shape[-2:]), x)
+        enh_bytes = sum(unpack(s).layer_bytes()["enhancement"] for s in streams)
+        terms["bpp"] = torch.tensor(8 * enh_bytes / (x.shape[0] * x.shape[-2] * x.shape[-1]))
+        logged = {f"val/{k}": v for k, v in terms.items()}
+        self.log_dict(logged, prog_bar=True, on_epoch=True, batch_size=x.shape[0])
+
+    def configure_optimizers(self) -> Any:
+        enh = self.codec.enhancement
+        quantiles = enh.entropy_z.quantiles
+        main = [p for p in enh.parameters() if p is not quantiles]
+        opt = torch.optim.Adam(main, lr=self.hparams.lr)
+        aux_opt = torch.optim.Adam([quantiles], lr=self.hparams.aux_lr)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return [opt, aux_opt], [sched]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
