@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+from training.datasets.cityscapes import (
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_TRAIN_IDS,
+    CityscapesDataModule,
+    CityscapesSegmentationDepth,
+)
+from training.datasets.coco import CocoDataModule, CocoDetectionDataset, collate_detection
+from training.datasets.datamodule import SplitDataModule
+from training.datasets.imagefolder import ImageFolderClassification, ImageFolderDataModule
+from training.datasets.resize import resize_item
 from training.datasets.synthetic import (
     NUM_KEYPOINTS,
     SHAPE_CLASSES,
@@ -21,17 +31,31 @@ from training.datasets.synthetic import (
     render_scene,
     sample_layout,
 )
+from training.datasets.video_frames import VideoFrames, VideoFramesDataModule, collate_frames
 
 __all__ = [
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_TRAIN_IDS",
     "NUM_KEYPOINTS",
     "SHAPE_CLASSES",
+    "CityscapesDataModule",
+    "CityscapesSegmentationDepth",
     "Clip",
+    "CocoDataModule",
+    "CocoDetectionDataset",
+    "ImageFolderClassification",
+    "ImageFolderDataModule",
     "Scene",
+    "SplitDataModule",
     "SyntheticClips",
     "SyntheticScenes",
     "SyntheticScenesDataModule",
+    "VideoFrames",
+    "VideoFramesDataModule",
     "amodal_mask",
     "collate_clips",
+    "collate_detection",
+    "collate_frames",
     "collate_scenes",
     "item_seed",
     "outline_inside",
@@ -39,5 +63,6 @@ __all__ = [
     "outline_vertices",
     "render_clip",
     "render_scene",
+    "resize_item",
     "sample_layout",
 ]
