@@ -60,6 +60,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bd.add_argument("--method", default="akima", choices=["akima", "pchip"])
     bd.set_defaults(func=eval_bd)
 
+    ex = sub.add_parser("experiment", help="experiments from the papers, trained and measured")
+    ex_sub = ex.add_subparsers(dest="what", required=True, metavar="WHAT")
+    sc = ex_sub.add_parser("scalable", help="the scalable-coding paper's two claims")
+    sc.add_argument("--out", default="runs/scalable", help="run folder")
+    sc.add_argument("--quick", action="store_true", help="a tiny run that takes seconds")
+    sc.add_argument("--task-checkpoint", help="reuse a trained task network (e.g. the demo's)")
+    sc.add_argument("--threads", type=int, help="torch CPU threads")
+    sc.set_defaults(func=experiment_scalable)
+
     pl = sub.add_parser("plot", help="draw figures from results files")
     pl_sub = pl.add_subparsers(dest="what", required=True, metavar="WHAT")
     prd = pl_sub.add_parser("rd", help="RD curves (PNG, PDF or SVG)")
@@ -97,6 +106,25 @@ def _bd(found: list[Any], anchor: str, metric: str, method: str) -> list[Any]:
     if anchor not in names:
         raise InputError(f"no codec named {anchor!r} in the results; codecs: {', '.join(names)}")
     return bd_table(found, anchor, method, higher_is_better(metric))
+
+
+def experiment_scalable(args: argparse.Namespace) -> int:
+    import logging
+
+    import torch
+
+    from eval.scalable import ScalableConfig, format_claims, run_scalable
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    cfg = ScalableConfig.quick(args.out) if args.quick else ScalableConfig(out=args.out)
+    cfg.task_checkpoint = args.task_checkpoint
+    results = run_scalable(cfg)
+    print()
+    print(format_claims(results))
+    print(f"\nrun folder: {args.out} (scalable.json, rd.json); {results['total_s'] / 60:.1f} min")
+    return 0
 
 
 def eval_bd(args: argparse.Namespace) -> int:

@@ -201,3 +201,17 @@ def test_enhancement_training_lowers_the_loss_and_keeps_the_base(codec, tmp_path
         loaded.decode(stream, layers="base").features, base.decode(base.encode(x[0])).features
     )
     assert loaded.decode(stream).enhanced.shape == (1, 3, 32, 32)
+
+
+def test_layer_measurement_counts_real_bytes(codec) -> None:
+    from eval.rd import synthetic_eval_set
+    from eval.scalable import evaluate_layers
+
+    data = synthetic_eval_set("test", 2, 32)
+    row = evaluate_layers(codec, data, "enh", "p")
+    streams = [unpack(codec.encode(item["image"])) for item in data.items]
+    enh = sum(s.layer_bytes()["enhancement"] for s in streams)
+    assert row["bpp_enhancement"] == pytest.approx(8 * enh / (2 * 32 * 32))
+    whole = sum(s.total_bytes for s in streams)
+    assert row["bpp_base"] + row["bpp_enhancement"] == pytest.approx(8 * whole / (2 * 32 * 32))
+    assert row["psnr"] > 0

@@ -1,0 +1,285 @@
+"""``featcodec experiment scalable``: the scalable-coding paper's two claims on synthetic scenes.
+
+de Andrade & Bajić, "Towards Task-Compatible Compressible Representations" claim that
+
+(a) a small reconstruction reward (β > 0) on the base layer makes its preview a much better
+    picture of the input at equal base rate, while the base task's BD-rate moves little;
+(b) an enhancement layer conditioned on the base needs fewer bits than the same layer without
+    it (standalone) for the same reconstruction, and base + enhancement costs less than the
+    base plus a separate image codec (the standalone layer).
+
+This runner trains what it needs on the embedded scenes (the task network, base codecs at
+several λ for each β, conditional and standalone enhancement layers at several λ_e on one
+base), measures every point from real streams, and prints the BD-rates. Results go to
+``<out>/scalable.json`` and ``<out>/rd.json`` (the ``featcodec eval rd`` format).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from codec.bitstream import unpack
+from codec.facade import Codec
+from codec.files import atomic_write
+from eval.bd import Curve, bd_rate
+from eval.demo import DemoConfig, _trainer
+from eval.metrics import PSNR
+from eval.rd import EvalSet, evaluate_codec, synthetic_eval_set
+from eval.results import RDRow, software_versions, write_results
+from training import BaseCodecModule, EnhancementModule, TaskModule
+from training.datasets import SyntheticScenesDataModule
+
+
+@dataclass
+class ScalableConfig:
+    """What the experiment trains; the defaults take about a quarter of an hour on 2 cores."""
+
+    out: str = "runs/scalable"
+    image_size: int = 48
+    train_size: int = 4800
+    val_size: int = 200
+    test_size: int = 300
+    batch_size: int = 32
+    task_epochs: int = 4
+    codec_epochs: int = 3
+    finetune_epochs: int = 1
+    lambdas: tuple[float, ...] = (4.0, 1.0, 0.25)
+    betas: tuple[float, ...] = (0.0, 0.01)
+    enh_lambdas: tuple[float, ...] = (0.002, 0.008, 0.032)
+    enh_epochs: int = 2
+    enh_base_lambda: float = 1.0
+    N: int = 64
+    M: int = 64
+    task_checkpoint: str | None = None
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, out: str) -> ScalableConfig:
+        """A seconds-long configuration for tests."""
+        return cls(
+            out=out,
+            image_size=32,
+            train_size=48,
+            val_size=8,
+            test_size=8,
+            batch_size=16,
+            task_epochs=1,
+            codec_epochs=1,
+            lambdas=(2.0, 0.5),
+            enh_lambdas=(0.004, 0.016),
+            enh_epochs=1,
+            enh_base_lambda=2.0,
+            N=16,
+            M=16,
+            progress=False,
+        )
+
+
+@torch.no_grad()
+def evaluate_layers(codec: Codec, data: EvalSet, name: str, point: str) -> dict[str, float]:
+    """Mean bytes per image of each layer (real streams) and the PSNR of the enhancement."""
+    psnr = PSNR()
+    totals = {"header": 0, "base": 0, "enhancement": 0}
+    pixels = 0
+    for item in data.items:
+        x = item["image"]
+        stream = codec.encode(x)
+        for k, v in unpack(stream).layer_bytes().items():
+            totals[k] += v
+        decoded = codec.decode(stream)
+        assert decoded.enhanced is not None
+        psnr.update(decoded.enhanced.clamp(0, 1), x[None])
+        pixels += x.shape[-2] * x.shape[-1]
+    n = len(data.items)
+    return {
+        "codec": name,
+        "point": point,
+        "bpp_enhancement": 8 * totals["enhancement"] / pixels,
+        "bpp_base": 8 * (totals["header"] + totals["base"]) / pixels,
+        "psnr": psnr.compute(),
+        "images": n,
+    }
+
+
+def run_scalable(cfg: ScalableConfig) -> dict[str, Any]:
+    """Train, code and measure; returns what is written to ``<out>/scalable.json``."""
+    start = time.perf_counter()
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, verbose=False)
+    trainer_cfg = DemoConfig(progress=cfg.progress)
+    data = SyntheticScenesDataModule(
+        image_size=cfg.image_size,
+        train_size=cfg.train_size,
+        val_size=cfg.val_size,
+        test_size=cfg.test_size,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+    )
+    task_ckpt = Path(cfg.task_checkpoint) if cfg.task_checkpoint else root / "tasknet.ckpt"
+    if cfg.task_checkpoint is None:
+        print("[1/4] training the task network", flush=True)
+        task = TaskModule(num_classes=data.num_classes)
+        trainer = _trainer(trainer_cfg, "tasknet", cfg.task_epochs, root)
+        trainer.fit(task, data)
+        trainer.save_checkpoint(task_ckpt)
+
+    bases: dict[tuple[float, float], Path] = {}
+    for beta in cfg.betas:
+        previous: Path | None = None
+        for lmbda in sorted(cfg.lambdas, reverse=True):
+            print(f"[2/4] base codec β={beta:g}, λ={lmbda:g}", flush=True)
+            module = BaseCodecModule(
+                num_classes=data.num_classes,
+                task_checkpoint=str(task_ckpt),
+                N=cfg.N,
+                M=cfg.M,
+                attention=False,
+                lr=3e-3,
+                cache_frozen=True,
+                lmbda=lmbda,
+                preview=True,
+                beta=beta,
+                init_codec=str(previous) if previous else None,
+            )
+            epochs = cfg.finetune_epochs if previous else cfg.codec_epochs
+            trainer = _trainer(trainer_cfg, f"base_beta{beta:g}_lambda{lmbda:g}", epochs, root)
+            trainer.fit(module, data)
+            previous = root / f"base-beta{beta:g}-lambda{lmbda:g}.ckpt"
+            trainer.save_checkpoint(previous)
+            bases[(beta, lmbda)] = previous
+
+    test = synthetic_eval_set("test", cfg.test_size, cfg.image_size, cfg.seed)
+    print("[3/4] measuring the base codecs", flush=True)
+    rows: list[RDRow] = []
+    for (beta, lmbda), ckpt in bases.items():
+        codec = Codec.from_checkpoint(ckpt)
+        name, point = f"base β={beta:g}", f"λ={lmbda:g}"
+        rows.append(evaluate_codec(codec, test, name, point, lmbda, str(ckpt)))
+
+    beta_enh = max(cfg.betas)
+    base_ckpt = bases[(beta_enh, cfg.enh_base_lambda)]
+    layers: list[dict[str, float]] = []
+    for standalone in (False, True):
+        kind = "standalone" if standalone else "conditional"
+        for lam in cfg.enh_lambdas:
+            print(f"[4/4] enhancement ({kind}), λ_e={lam:g}", flush=True)
+            module = EnhancementModule(
+                str(base_ckpt),
+                N=cfg.N,
+                M=cfg.M,
+                downsample=3,
+                hyper_downsample=1,
+                standalone=standalone,
+                lmbda=lam,
+                lr=2e-3,
+            )
+            trainer = _trainer(trainer_cfg, f"enh_{kind}_lambda{lam:g}", cfg.enh_epochs, root)
+            trainer.fit(module, data)
+            ckpt = root / f"enh-{kind}-lambda{lam:g}.ckpt"
+            trainer.save_checkpoint(ckpt)
+            codec = Codec.from_checkpoint(ckpt)
+            layers.append(evaluate_layers(codec, test, f"enhancement ({kind})", f"λ_e={lam:g}"))
+
+    write_results(
+        root / "rd.json",
+        rows,
+        task="classification",
+        metric="accuracy",
+        dataset=test.info,
+        software=software_versions(),
+    )
+    claims = _claims(rows, layers, cfg)
+    results = {
+        "config": asdict(cfg),
+        "base": [r.as_dict() for r in rows],
+        "enhancement": layers,
+        "claims": claims,
+        "total_s": time.perf_counter() - start,
+    }
+    atomic_write(root / "scalable.json", json.dumps(results, indent=2))
+    return results
+
+
+def _curve(name: str, rows: list[Any], rate: str, metric: str) -> Curve:
+    get = (lambda r, k: r[k]) if isinstance(rows[0], dict) else (lambda r, k: _field(r, k))
+    pts = sorted((get(r, rate), get(r, metric)) for r in rows)
+    return Curve(name, [p[0] for p in pts], [p[1] for p in pts])
+
+
+def _field(row: RDRow, key: str) -> float:
+    return row.metrics[key] if key in row.metrics else getattr(row, key)
+
+
+def _claims(rows: list[RDRow], layers: list[dict[str, float]], cfg: ScalableConfig) -> dict:
+    lo, hi = min(cfg.betas), max(cfg.betas)
+    plain = [r for r in rows if r.codec == f"base β={lo:g}"]
+    reward = [r for r in rows if r.codec == f"base β={hi:g}"]
+    preview = bd_rate(_curve("β=0", plain, "bpp", "psnr"), _curve("β>0", reward, "bpp", "psnr"))
+    task = bd_rate(
+        _curve("β=0", plain, "bpp", "accuracy"), _curve("β>0", reward, "bpp", "accuracy")
+    )
+    cond = [r for r in layers if "conditional" in r["codec"]]
+    alone = [r for r in layers if "standalone" in r["codec"]]
+    enh = bd_rate(
+        _curve("standalone", alone, "bpp_enhancement", "psnr"),
+        _curve("conditional", cond, "bpp_enhancement", "psnr"),
+    )
+    total = [{**r, "bpp_total": r["bpp_base"] + r["bpp_enhancement"]} for r in cond]
+    separate = [{**r, "bpp_total": r["bpp_base"] + r["bpp_enhancement"]} for r in alone]
+    totals = bd_rate(
+        _curve("base + standalone", separate, "bpp_total", "psnr"),
+        _curve("base + enhancement", total, "bpp_total", "psnr"),
+    )
+    psnr_gain = [
+        (b.metrics["psnr"] - a.metrics["psnr"]) for a, b in zip(plain, reward, strict=True)
+    ]
+    return {
+        "a_preview_bd_rate": preview.as_dict(),
+        "a_preview_psnr_gain_db": psnr_gain,
+        "a_task_bd_rate": task.as_dict(),
+        "b_enhancement_bd_rate": enh.as_dict(),
+        "b_total_bd_rate": totals.as_dict(),
+    }
+
+
+def format_claims(results: dict[str, Any]) -> str:
+    """The experiment's tables as text."""
+    lines = [f"{'base':<12}{'point':>9}{'bpp':>9}{'accuracy':>10}{'preview PSNR':>14}"]
+    for r in results["base"]:
+        psnr = r["metrics"].get("psnr", math.nan)
+        lines.append(
+            f"{r['codec']:<12}{r['point']:>9}{r['bpp']:>9.4f}"
+            f"{r['metrics']['accuracy']:>10.3f}{psnr:>14.2f}"
+        )
+    lines += ["", f"{'enhancement':<26}{'point':>11}{'bpp enh':>9}{'bpp base':>10}{'PSNR':>8}"]
+    for r in results["enhancement"]:
+        lines.append(
+            f"{r['codec']:<26}{r['point']:>11}{r['bpp_enhancement']:>9.4f}"
+            f"{r['bpp_base']:>10.4f}{r['psnr']:>8.2f}"
+        )
+    c = results["claims"]
+
+    def bd(d: dict) -> str:
+        value = "n/a" if d["bd_rate"] is None else f"{d['bd_rate']:+.1f} %"
+        return value + (f"  ({'; '.join(d['notes'])})" if d["notes"] else "")
+
+    gains = ", ".join(f"{g:+.2f}" for g in c["a_preview_psnr_gain_db"])
+    lines += [
+        "",
+        f"(a) preview PSNR, β>0 vs β=0 at each λ: {gains} dB",
+        f"    BD-rate of the preview (bpp vs PSNR), β>0 vs β=0: {bd(c['a_preview_bd_rate'])}",
+        f"    BD-rate of the base task (bpp vs accuracy), β>0 vs β=0: {bd(c['a_task_bd_rate'])}",
+        f"(b) enhancement bits, conditional vs standalone: {bd(c['b_enhancement_bd_rate'])}",
+        f"    base + enhancement vs base + separate codec: {bd(c['b_total_bd_rate'])}",
+    ]
+    return "\n".join(lines)
