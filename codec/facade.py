@@ -204,13 +204,13 @@ class Codec(nn.Module):
         stamp = tuple(t._version for t in tensors.values())
         if self._fingerprint is None or self._fingerprint[0] != stamp:
             base = {k: v for k, v in self.arch.items() if k != "enhancement"}
-            h = _digest(
+            h = weights_digest(
                 base, {k: v for k, v in tensors.items() if not k.startswith("enhancement.")}
             )
             enh = None
             if self.enhancement is not None:
                 weights = {k: v for k, v in tensors.items() if k.startswith("enhancement.")}
-                enh = _digest({"base": h.hex(), "arch": self.arch["enhancement"]}, weights)
+                enh = weights_digest({"base": h.hex(), "arch": self.arch["enhancement"]}, weights)
             self._fingerprint = (stamp, (h, enh))
         return self._fingerprint[1]
 
@@ -406,9 +406,12 @@ def _check_rans(kind: SectionKind, payload: bytes) -> None:
         )
 
 
-def _digest(meta: dict[str, Any], tensors: dict[str, Tensor]) -> bytes:
+def weights_digest(meta: dict[str, Any] | None, tensors: dict[str, Tensor]) -> bytes:
+    """``FINGERPRINT_BYTES`` of blake2b over ``meta`` (as sorted JSON; skipped when None) and
+    the named tensors in name order: the model fingerprints, and any weights' identity."""
     h = hashlib.blake2b(digest_size=FINGERPRINT_BYTES)
-    h.update(json.dumps(meta, sort_keys=True).encode())
+    if meta is not None:
+        h.update(json.dumps(meta, sort_keys=True).encode())
     for name, value in sorted(tensors.items()):
         h.update(name.encode())
         h.update(value.detach().cpu().contiguous().numpy().tobytes())

@@ -15,7 +15,6 @@ codec's likelihood estimate is reported beside it, labelled as an estimate.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from codec.entropy import bits
 from codec.errors import CheckpointError, InputError
-from codec.facade import Codec, load_checkpoint
+from codec.facade import Codec, load_checkpoint, weights_digest
 from codec.files import atomic_write
 from eval.anchors import Anchor
 from eval.metrics import PSNR, task_metric, task_of
@@ -117,11 +116,7 @@ class TaskSplit(nn.Module):
 
     def digest(self) -> str:
         """A hash of the task network's weights, standing in for an anchor's fingerprint."""
-        h = hashlib.blake2b(digest_size=8)
-        for name, value in sorted({**self.front.state_dict(), **self.back.state_dict()}.items()):
-            h.update(name.encode())
-            h.update(value.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
+        return weights_digest(None, {**self.front.state_dict(), **self.back.state_dict()}).hex()
 
 
 def check_fits(arch: dict[str, Any], data: EvalSet, source: str) -> None:
@@ -361,7 +356,7 @@ def find_checkpoints(
                 continue
             meta = ckpt["featcodec"]
             lmbda = ckpt.get("hyper_parameters", {}).get("lmbda")
-            key = _state_digest(ckpt["state_dict"])
+            key = weights_digest(None, ckpt["state_dict"]).hex()
             if key in found:
                 notes.append(f"skipped {f}: same weights as {found[key].path}")
                 continue
@@ -370,11 +365,3 @@ def find_checkpoints(
             raise InputError(f"{p}: no codec checkpoints (only task checkpoints or none)")
         points.extend(sorted(found.values(), key=lambda c: -(c.lmbda or 0)))
     return points, notes
-
-
-def _state_digest(state: dict[str, Tensor]) -> str:
-    h = hashlib.blake2b(digest_size=8)
-    for k, v in sorted(state.items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()

@@ -19,6 +19,7 @@ from codec.errors import CheckpointError
 from codec.facade import Codec
 from models.backbones import build_backbone, split_model
 from training.losses import Distortion, accuracy, rate_distortion
+from training.optim import layer_optimizers, layer_step
 from training.task import load_task_network
 
 
@@ -145,17 +146,8 @@ class BaseCodecModule(pl.LightningModule):
         return rd, (out, teacher)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        opt, aux_opt = self.optimizers()
         rd, _ = self._losses(batch, cache=self.hparams.cache_frozen)
-        opt.zero_grad()
-        self.manual_backward(rd.loss)
-        self.clip_gradients(opt, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
-        opt.step()
-        aux = self.codec.aux_loss()
-        aux_opt.zero_grad()
-        self.manual_backward(aux)
-        aux_opt.step()
-        self.lr_schedulers().step()
+        aux = layer_step(self, rd.loss, self.codec.base)
         self.log_dict(
             {
                 "train/loss": rd.loss,
@@ -215,13 +207,7 @@ class BaseCodecModule(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        quantiles = self.codec.base.entropy_z.quantiles
-        main = [p for p in self.codec.base.parameters() if p is not quantiles]
-        opt = torch.optim.Adam(main, lr=self.hparams.lr)
-        aux_opt = torch.optim.Adam([quantiles], lr=self.hparams.aux_lr)
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        return [opt, aux_opt], [sched]
+        return layer_optimizers(self, self.codec.base, self.hparams.lr, self.hparams.aux_lr)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")

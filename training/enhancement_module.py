@@ -20,6 +20,7 @@ from codec.bitstream import unpack
 from codec.entropy import bits
 from codec.facade import Codec
 from codec.preview import reconstruction_distortion
+from training.optim import layer_optimizers, layer_step
 
 
 class EnhancementModule(pl.LightningModule):
@@ -80,17 +81,8 @@ class EnhancementModule(pl.LightningModule):
         return {"loss": self.hparams.lmbda * mse + bpp, "bpp_est": bpp, "mse": mse, "psnr": psnr}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        opt, aux_opt = self.optimizers()
         terms = self._losses(batch["image"])
-        opt.zero_grad()
-        self.manual_backward(terms["loss"])
-        self.clip_gradients(opt, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
-        opt.step()
-        aux = self.codec.enhancement.aux_loss()
-        aux_opt.zero_grad()
-        self.manual_backward(aux)
-        aux_opt.step()
-        self.lr_schedulers().step()
+        layer_step(self, terms["loss"], self.codec.enhancement)
         logged = {f"train/{k}": v for k, v in terms.items()}
         self.log_dict(logged, on_step=True, on_epoch=True, batch_size=batch["image"].shape[0])
 
@@ -105,13 +97,7 @@ class EnhancementModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         enh = self.codec.enhancement
-        quantiles = enh.entropy_z.quantiles
-        main = [p for p in enh.parameters() if p is not quantiles]
-        opt = torch.optim.Adam(main, lr=self.hparams.lr)
-        aux_opt = torch.optim.Adam([quantiles], lr=self.hparams.aux_lr)
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-        return [opt, aux_opt], [sched]
+        return layer_optimizers(self, enh, self.hparams.lr, self.hparams.aux_lr)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
