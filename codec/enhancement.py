@@ -76,7 +76,10 @@ class EnhancementCodec(nn.Module):
     Args:
         base_channels: channels ``M_b`` of the base latent ``Ŷ_b``.
         base_stride: stride of ``Ŷ_b`` in input pixels.
-        out_channels: channels of the target (3 for the input image, K for a second task).
+        out_channels: channels of the target (3 for the input image; ``K + 1`` class logits
+            for segmentation, 1 for depth: a second task's output).
+        target: what the layer outputs: ``"reconstruction"`` (the input image) or the name of
+            the second task (recorded for decoders; the loss is the training module's).
         N, M: transform width and channels of ``Y_e``.
         downsample: stride-2 stages of ``g_aᵉ`` (the latent's stride is ``2^downsample``).
         hyper_downsample: stride-2 stages of ``h_aᵉ``.
@@ -93,8 +96,10 @@ class EnhancementCodec(nn.Module):
         downsample: int = 4,
         hyper_downsample: int = 2,
         standalone: bool = False,
+        target: str = "reconstruction",
     ) -> None:
         super().__init__()
+        self.target = target
         self.downsample, self.hyper_downsample = downsample, hyper_downsample
         self.standalone = standalone
         ratio = base_stride / 2**downsample

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ from codec.entropy import bits
 from codec.errors import BitstreamError, CheckpointError, InputError
 from codec.files import atomic_path
 from codec.registry import build_codec
-from models.backbones import Normalize, Split, build_backbone, split_model
+from models.backbones import Normalize, Split
+from models.heads import build_task_model, split_task_model, task_of
 
 CHECKPOINT_FORMAT = 1
 
@@ -71,7 +73,7 @@ class CodecOutput:
         preview: the base layer's picture of the input ``(B, 3, H, W)``, if it has ``g_r``.
     """
 
-    output: Tensor
+    output: Any
     features: Tensor
     features_hat: Tensor
     likelihoods: dict[str, Tensor]
@@ -144,8 +146,14 @@ class Codec(nn.Module):
     @classmethod
     def build(cls, arch: dict[str, Any], weights: str | None = None) -> Codec:
         """A codec with fresh weights (the task network's from ``weights`` if given)."""
-        model = build_backbone(arch["backbone"], weights=weights, num_classes=arch["num_classes"])
-        return cls.from_split(arch, split_model(model, arch["split_at"], arch["backbone"]))
+        model = build_task_model(
+            task_of(arch),
+            arch["backbone"],
+            weights,
+            arch["num_classes"],
+            **arch.get("task_options", {}),
+        )
+        return cls.from_split(arch, split_task_model(model, arch["split_at"], arch["backbone"]))
 
     def _apply(self, fn: Any, recurse: bool = True) -> Codec:
         self._tensors = self._fingerprint = None  # .to()/.half() may replace tensors
@@ -168,12 +176,14 @@ class Codec(nn.Module):
         """Training pass on images ``x`` ``(B, 3, H, W)``."""
         return self.forward_features(self.features(x))
 
-    def forward_features(self, f: Tensor) -> CodecOutput:
-        """Training pass on features ``f`` ``(B, C, h, w)`` already taken at the split."""
+    def forward_features(
+        self, f: Tensor, head: Callable[[Tensor], Any] | None = None
+    ) -> CodecOutput:
+        """Training pass on features ``f`` ``(B, C, h, w)`` already taken at the split.
+        ``head`` replaces ``back`` for the output (a detector's loss pass, say)."""
         out = self.base(f)
-        return CodecOutput(
-            self.back(out.features_hat), f, out.features_hat, out.likelihoods, out.preview
-        )
+        output = (head or self.back)(out.features_hat)
+        return CodecOutput(output, f, out.features_hat, out.likelihoods, out.preview)
 
     def aux_loss(self) -> Tensor:
         return self.base.aux_loss()

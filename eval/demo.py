@@ -23,7 +23,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 from codec.facade import Codec
@@ -33,7 +32,7 @@ from eval.bd import BDResult, Curve, bd_rate, format_bd
 from eval.plot import plot_rd, save_figure
 from eval.rd import TaskSplit, evaluate_anchor, evaluate_codec, synthetic_eval_set
 from eval.results import RDRow, software_versions, write_results
-from training.codec_module import BaseCodecModule
+from eval.sweep import lambda_sweep, trainer
 from training.datasets import SyntheticScenesDataModule
 from training.task import TaskModule
 
@@ -92,20 +91,6 @@ class DemoConfig:
         )
 
 
-def _trainer(cfg: DemoConfig, name: str, epochs: int, root: Path) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=TensorBoardLogger(root / "logs", name=name, version=""),
-        enable_checkpointing=False,
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=False,
-        log_every_n_steps=10,
-        num_sanity_val_steps=0,
-    )
-
-
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The learned codec's points as a text table."""
     head = (
@@ -143,36 +128,32 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     print(f"[1/4] training the task network on {cfg.train_size} synthetic scenes", flush=True)
     t0 = time.perf_counter()
     task = TaskModule(num_classes=data.num_classes)
-    trainer = _trainer(cfg, "tasknet", cfg.task_epochs, root)
-    trainer.fit(task, data)
+    fit = trainer("tasknet", cfg.task_epochs, root, cfg.progress)
+    fit.fit(task, data)
     task_ckpt = root / "tasknet.ckpt"
-    trainer.save_checkpoint(task_ckpt)
+    fit.save_checkpoint(task_ckpt)
     timings["task_training_s"] = time.perf_counter() - t0
 
-    checkpoints: list[tuple[float, Path]] = []
-    previous: Path | None = None
-    for i, lmbda in enumerate(sorted(cfg.lambdas, reverse=True)):
-        print(f"[2/4] training base codec {i + 1}/{len(cfg.lambdas)}, λ={lmbda:g}", flush=True)
-        t0 = time.perf_counter()
-        module = BaseCodecModule(
-            num_classes=data.num_classes,
-            task_checkpoint=str(task_ckpt),
-            N=cfg.N,
-            M=cfg.M,
-            attention=cfg.attention,
-            lr=cfg.lr,
-            cache_frozen=True,
-            lmbda=lmbda,
-            distortion=cfg.distortion,  # type: ignore[arg-type]
-            init_codec=str(previous) if previous else None,
-        )
-        epochs = cfg.finetune_epochs if previous else cfg.codec_epochs
-        trainer = _trainer(cfg, f"codec_lambda{lmbda:g}", epochs, root)
-        trainer.fit(module, data)
-        previous = root / f"codec-lambda{lmbda:g}.ckpt"
-        trainer.save_checkpoint(previous)
-        checkpoints.append((lmbda, previous))
-        timings[f"codec_training_lambda{lmbda:g}_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    checkpoints = lambda_sweep(
+        data,
+        root,
+        "codec",
+        cfg.lambdas,
+        cfg.codec_epochs,
+        cfg.finetune_epochs,
+        progress=cfg.progress,
+        label="[2/4] ",
+        num_classes=data.num_classes,
+        task_checkpoint=str(task_ckpt),
+        N=cfg.N,
+        M=cfg.M,
+        attention=cfg.attention,
+        lr=cfg.lr,
+        cache_frozen=True,
+        distortion=cfg.distortion,
+    )
+    timings["codec_training_s"] = time.perf_counter() - t0
 
     print(f"[3/4] coding the {cfg.test_size} test scenes through .fcb files", flush=True)
     test = synthetic_eval_set("test", cfg.test_size, cfg.image_size, cfg.seed)

@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from models.heads import task_of  # noqa: F401  (re-exported: the metric of a codec's task)
+
 
 class TaskMetric(Protocol):
     """Accumulates a task metric over batches."""
@@ -56,11 +58,6 @@ LOWER_IS_BETTER = frozenset({"rmse", "depth_rmse", "mse"})
 
 def higher_is_better(metric: str) -> bool:
     return metric not in LOWER_IS_BETTER
-
-
-def task_of(arch: dict[str, Any]) -> str:
-    """The task an architecture serves (``"classification"`` for checkpoints without one)."""
-    return str(arch.get("task", "classification"))
 
 
 def task_metric(task: str) -> TaskMetric:

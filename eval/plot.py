@@ -29,7 +29,14 @@ _MARKERS = "os^Dvp*hX<>"
 
 
 def metric_label(metric: str) -> str:
-    units = {"accuracy": "top-1 accuracy", "psnr": "PSNR (dB)"}
+    units = {
+        "accuracy": "top-1 accuracy",
+        "psnr": "PSNR (dB)",
+        "miou": "mIoU",
+        "depth_rmse": "depth RMSE (lower is better)",
+        "pck": "PCK@0.1",
+        "map": "mAP@[.5:.95]",
+    }
     return units.get(metric, metric)
 
 
@@ -63,7 +70,7 @@ def plot_rd(
     ax.set_xlabel(RATE_LABELS.get(rate, rate))
     ax.set_ylabel(metric_label(metric))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     if title:
         ax.set_title(title)
     if bd:

@@ -32,9 +32,10 @@ from codec.errors import CheckpointError, InputError
 from codec.facade import Codec, load_checkpoint, weights_digest
 from codec.files import atomic_write
 from eval.anchors import Anchor
-from eval.metrics import PSNR, task_metric, task_of
+from eval.metrics import METRICS, PSNR, task_metric, task_of
 from eval.results import RDRow
-from models.backbones import Normalize, split_model
+from models.backbones import Normalize
+from models.heads import split_task_model
 from training.task import load_task_network
 
 
@@ -105,8 +106,10 @@ class TaskSplit(nn.Module):
     def from_task_checkpoint(cls, path: str | os.PathLike[str], split_at: str) -> TaskSplit:
         """The network of a task checkpoint (``featcodec train --config configs/tasknet.yaml``)."""
         arch = dict(load_checkpoint(path, kind="task")["featcodec"]["arch"])
-        net = load_task_network(path, arch["backbone"], arch["num_classes"])
-        split = split_model(net, split_at, arch["backbone"])
+        net = load_task_network(
+            path, arch["backbone"], arch["num_classes"], task_of(arch), arch.get("task_options")
+        )
+        split = split_task_model(net, split_at, arch["backbone"])
         arch["split_at"] = split_at
         return cls(arch, Normalize(), split.front, split.back)
 
@@ -119,12 +122,29 @@ class TaskSplit(nn.Module):
         return weights_digest(None, {**self.front.state_dict(), **self.back.state_dict()}).hex()
 
 
+TARGETS: dict[str, tuple[str, ...]] = {
+    "classification": ("label",),
+    "segmentation": ("mask",),
+    "depth": ("depth",),
+    "keypoints": ("keypoints", "boxes"),
+    "detection": ("boxes", "box_labels"),
+}
+"""The ground truth each task's metric reads from a dataset item."""
+
+
 def check_fits(arch: dict[str, Any], data: EvalSet, source: str) -> None:
-    """Refuse a network whose task or classes do not match the dataset's."""
+    """Refuse a network whose task the dataset has no ground truth for, or whose classes do
+    not match the dataset's."""
     task = task_of(arch)
-    if task != "classification":
-        raise InputError(f"{source}: task {task!r} has no evaluation on {data.info['name']} yet")
-    if arch.get("num_classes") != data.num_classes:
+    missing = [k for k in TARGETS.get(task, ()) if k not in data.items[0]]
+    if task not in METRICS or missing:
+        raise InputError(
+            f"{source}: task {task!r} cannot be evaluated on {data.info['name']}"
+            + (f" (its items have no {', '.join(missing)})" if missing else "")
+        )
+    if task in ("classification", "segmentation", "detection") and (
+        arch.get("num_classes") != data.num_classes
+    ):
         raise InputError(
             f"{source} predicts {arch.get('num_classes')} classes, but {data.info['name']} has "
             f"{data.num_classes}"
@@ -320,6 +340,7 @@ class CodecPoint:
     curve: str
     path: Path
     lmbda: float | None
+    task: str = "classification"
 
 
 def find_checkpoints(
@@ -360,8 +381,12 @@ def find_checkpoints(
             if key in found:
                 notes.append(f"skipped {f}: same weights as {found[key].path}")
                 continue
-            found[key] = CodecPoint(curve or meta["arch"]["codec"]["name"], f, lmbda)
+            name = curve or meta["arch"]["codec"]["name"]
+            found[key] = CodecPoint(name, f, lmbda, task_of(meta["arch"]))
         if not found:
             raise InputError(f"{p}: no codec checkpoints (only task checkpoints or none)")
         points.extend(sorted(found.values(), key=lambda c: -(c.lmbda or 0)))
+    tasks = sorted({p.task for p in points})
+    if len(tasks) > 1:
+        raise InputError(f"the checkpoints serve different tasks: {', '.join(tasks)}")
     return points, notes

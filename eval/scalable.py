@@ -30,11 +30,11 @@ from codec.bitstream import unpack
 from codec.facade import Codec
 from codec.files import atomic_write
 from eval.bd import Curve, bd_rate
-from eval.demo import DemoConfig, _trainer
 from eval.metrics import PSNR
 from eval.rd import EvalSet, evaluate_codec, synthetic_eval_set
 from eval.results import RDRow, software_versions, write_results
-from training import BaseCodecModule, EnhancementModule, TaskModule
+from eval.sweep import fit_or_reuse, lambda_sweep
+from training import EnhancementModule, TaskModule
 from training.datasets import SyntheticScenesDataModule
 
 
@@ -52,15 +52,26 @@ class ScalableConfig:
     codec_epochs: int = 3
     finetune_epochs: int = 1
     lambdas: tuple[float, ...] = (4.0, 1.0, 0.25)
-    betas: tuple[float, ...] = (0.0, 0.01)
-    enh_lambdas: tuple[float, ...] = (0.002, 0.008, 0.032)
-    enh_epochs: int = 2
+    betas: tuple[float, ...] = (0.0, 0.001, 0.01)
+    enh_lambdas: tuple[float, ...] = (0.001, 0.004, 0.016)
+    enh_epochs: int = 3
+    base_beta: float = 0.01
     enh_base_lambda: float = 1.0
     N: int = 64
     M: int = 64
     task_checkpoint: str | None = None
     seed: int = 0
     progress: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        if 0.0 not in self.betas or len(self.betas) < 2:
+            raise ValueError(f"betas must hold 0 (the plain base) and a β > 0, got {self.betas}")
+        if self.base_beta not in self.betas or self.enh_base_lambda not in self.lambdas:
+            raise ValueError(
+                f"the enhancement's base (β={self.base_beta:g}, λ={self.enh_base_lambda:g}) "
+                f"is not among the trained ones (betas {self.betas}, lambdas {self.lambdas})"
+            )
 
     @classmethod
     def quick(cls, out: str) -> ScalableConfig:
@@ -75,6 +86,7 @@ class ScalableConfig:
             task_epochs=1,
             codec_epochs=1,
             lambdas=(2.0, 0.5),
+            betas=(0.0, 0.01),
             enh_lambdas=(0.004, 0.016),
             enh_epochs=1,
             enh_base_lambda=2.0,
@@ -116,7 +128,6 @@ def run_scalable(cfg: ScalableConfig) -> dict[str, Any]:
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, verbose=False)
-    trainer_cfg = DemoConfig(progress=cfg.progress)
     data = SyntheticScenesDataModule(
         image_size=cfg.image_size,
         train_size=cfg.train_size,
@@ -127,36 +138,40 @@ def run_scalable(cfg: ScalableConfig) -> dict[str, Any]:
     )
     task_ckpt = Path(cfg.task_checkpoint) if cfg.task_checkpoint else root / "tasknet.ckpt"
     if cfg.task_checkpoint is None:
-        print("[1/4] training the task network", flush=True)
-        task = TaskModule(num_classes=data.num_classes)
-        trainer = _trainer(trainer_cfg, "tasknet", cfg.task_epochs, root)
-        trainer.fit(task, data)
-        trainer.save_checkpoint(task_ckpt)
+        print("[1/4] the task network", flush=True)
+        fit_or_reuse(
+            lambda: TaskModule(num_classes=data.num_classes),
+            data,
+            task_ckpt,
+            cfg.task_epochs,
+            root,
+            progress=cfg.progress,
+            resume=cfg.resume,
+        )
 
     bases: dict[tuple[float, float], Path] = {}
     for beta in cfg.betas:
-        previous: Path | None = None
-        for lmbda in sorted(cfg.lambdas, reverse=True):
-            print(f"[2/4] base codec β={beta:g}, λ={lmbda:g}", flush=True)
-            module = BaseCodecModule(
-                num_classes=data.num_classes,
-                task_checkpoint=str(task_ckpt),
-                N=cfg.N,
-                M=cfg.M,
-                attention=False,
-                lr=3e-3,
-                cache_frozen=True,
-                lmbda=lmbda,
-                preview=True,
-                beta=beta,
-                init_codec=str(previous) if previous else None,
-            )
-            epochs = cfg.finetune_epochs if previous else cfg.codec_epochs
-            trainer = _trainer(trainer_cfg, f"base_beta{beta:g}_lambda{lmbda:g}", epochs, root)
-            trainer.fit(module, data)
-            previous = root / f"base-beta{beta:g}-lambda{lmbda:g}.ckpt"
-            trainer.save_checkpoint(previous)
-            bases[(beta, lmbda)] = previous
+        sweep = lambda_sweep(
+            data,
+            root,
+            f"base-beta{beta:g}",
+            cfg.lambdas,
+            cfg.codec_epochs,
+            cfg.finetune_epochs,
+            progress=cfg.progress,
+            resume=cfg.resume,
+            label=f"[2/4] β={beta:g}: ",
+            num_classes=data.num_classes,
+            task_checkpoint=str(task_ckpt),
+            N=cfg.N,
+            M=cfg.M,
+            attention=False,
+            lr=3e-3,
+            cache_frozen=True,
+            preview=True,
+            beta=beta,
+        )
+        bases.update({(beta, lmbda): ckpt for lmbda, ckpt in sweep})
 
     test = synthetic_eval_set("test", cfg.test_size, cfg.image_size, cfg.seed)
     print("[3/4] measuring the base codecs", flush=True)
@@ -166,27 +181,31 @@ def run_scalable(cfg: ScalableConfig) -> dict[str, Any]:
         name, point = f"base β={beta:g}", f"λ={lmbda:g}"
         rows.append(evaluate_codec(codec, test, name, point, lmbda, str(ckpt)))
 
-    beta_enh = max(cfg.betas)
-    base_ckpt = bases[(beta_enh, cfg.enh_base_lambda)]
+    base_ckpt = bases[(cfg.base_beta, cfg.enh_base_lambda)]
     layers: list[dict[str, float]] = []
     for standalone in (False, True):
         kind = "standalone" if standalone else "conditional"
         for lam in cfg.enh_lambdas:
             print(f"[4/4] enhancement ({kind}), λ_e={lam:g}", flush=True)
-            module = EnhancementModule(
-                str(base_ckpt),
-                N=cfg.N,
-                M=cfg.M,
-                downsample=3,
-                hyper_downsample=1,
-                standalone=standalone,
-                lmbda=lam,
-                lr=2e-3,
-            )
-            trainer = _trainer(trainer_cfg, f"enh_{kind}_lambda{lam:g}", cfg.enh_epochs, root)
-            trainer.fit(module, data)
             ckpt = root / f"enh-{kind}-lambda{lam:g}.ckpt"
-            trainer.save_checkpoint(ckpt)
+            fit_or_reuse(
+                lambda standalone=standalone, lam=lam: EnhancementModule(
+                    str(base_ckpt),
+                    N=cfg.N,
+                    M=cfg.M,
+                    downsample=3,
+                    hyper_downsample=1,
+                    standalone=standalone,
+                    lmbda=lam,
+                    lr=2e-3,
+                ),
+                data,
+                ckpt,
+                cfg.enh_epochs,
+                root,
+                progress=cfg.progress,
+                resume=cfg.resume,
+            )
             codec = Codec.from_checkpoint(ckpt)
             layers.append(evaluate_layers(codec, test, f"enhancement ({kind})", f"λ_e={lam:g}"))
 
@@ -221,13 +240,25 @@ def _field(row: RDRow, key: str) -> float:
 
 
 def _claims(rows: list[RDRow], layers: list[dict[str, float]], cfg: ScalableConfig) -> dict:
-    lo, hi = min(cfg.betas), max(cfg.betas)
-    plain = [r for r in rows if r.codec == f"base β={lo:g}"]
-    reward = [r for r in rows if r.codec == f"base β={hi:g}"]
-    preview = bd_rate(_curve("β=0", plain, "bpp", "psnr"), _curve("β>0", reward, "bpp", "psnr"))
-    task = bd_rate(
-        _curve("β=0", plain, "bpp", "accuracy"), _curve("β>0", reward, "bpp", "accuracy")
-    )
+    plain = [r for r in rows if r.codec == "base β=0"]
+    reward: list[dict[str, Any]] = []
+    for beta in sorted(b for b in cfg.betas if b > 0):
+        ours = [r for r in rows if r.codec == f"base β={beta:g}"]
+        name = f"β={beta:g}"
+        pairs = list(zip(plain, ours, strict=True))
+        reward.append(
+            {
+                "beta": beta,
+                "psnr_gain_db": [b.metrics["psnr"] - a.metrics["psnr"] for a, b in pairs],
+                "rate_ratio": [b.bpp / a.bpp for a, b in pairs],
+                "preview_bd_rate": bd_rate(
+                    _curve("β=0", plain, "bpp", "psnr"), _curve(name, ours, "bpp", "psnr")
+                ).as_dict(),
+                "task_bd_rate": bd_rate(
+                    _curve("β=0", plain, "bpp", "accuracy"), _curve(name, ours, "bpp", "accuracy")
+                ).as_dict(),
+            }
+        )
     cond = [r for r in layers if "conditional" in r["codec"]]
     alone = [r for r in layers if "standalone" in r["codec"]]
     enh = bd_rate(
@@ -240,13 +271,8 @@ def _claims(rows: list[RDRow], layers: list[dict[str, float]], cfg: ScalableConf
         _curve("base + standalone", separate, "bpp_total", "psnr"),
         _curve("base + enhancement", total, "bpp_total", "psnr"),
     )
-    psnr_gain = [
-        (b.metrics["psnr"] - a.metrics["psnr"]) for a, b in zip(plain, reward, strict=True)
-    ]
     return {
-        "a_preview_bd_rate": preview.as_dict(),
-        "a_preview_psnr_gain_db": psnr_gain,
-        "a_task_bd_rate": task.as_dict(),
+        "a": reward,
         "b_enhancement_bd_rate": enh.as_dict(),
         "b_total_bd_rate": totals.as_dict(),
     }
@@ -273,12 +299,17 @@ def format_claims(results: dict[str, Any]) -> str:
         value = "n/a" if d["bd_rate"] is None else f"{d['bd_rate']:+.1f} %"
         return value + (f"  ({'; '.join(d['notes'])})" if d["notes"] else "")
 
-    gains = ", ".join(f"{g:+.2f}" for g in c["a_preview_psnr_gain_db"])
+    for a in c["a"]:
+        gains = ", ".join(f"{g:+.2f}" for g in a["psnr_gain_db"])
+        ratios = ", ".join(f"{r:.2f}x" for r in a["rate_ratio"])
+        lines += [
+            "",
+            f"(a) β={a['beta']:g} vs β=0, at each λ: preview PSNR {gains} dB; base rate {ratios}",
+            f"    BD-rate of the preview (bpp vs PSNR): {bd(a['preview_bd_rate'])}",
+            f"    BD-rate of the base task (bpp vs accuracy): {bd(a['task_bd_rate'])}",
+        ]
     lines += [
         "",
-        f"(a) preview PSNR, β>0 vs β=0 at each λ: {gains} dB",
-        f"    BD-rate of the preview (bpp vs PSNR), β>0 vs β=0: {bd(c['a_preview_bd_rate'])}",
-        f"    BD-rate of the base task (bpp vs accuracy), β>0 vs β=0: {bd(c['a_task_bd_rate'])}",
         f"(b) enhancement bits, conditional vs standalone: {bd(c['b_enhancement_bd_rate'])}",
         f"    base + enhancement vs base + separate codec: {bd(c['b_total_bd_rate'])}",
     ]

@@ -173,6 +173,7 @@ def _decode(args: argparse.Namespace) -> int:
     from codec.errors import BitstreamError
     from codec.files import atomic_path, atomic_write
     from featcodec.inputs import STREAM_SUFFIXES, collect
+    from models.heads import task_of
 
     files = collect(args.streams, STREAM_SUFFIXES, "streams")
     out = Path(args.output)
@@ -191,10 +192,15 @@ def _decode(args: argparse.Namespace) -> int:
         streams.append(stream)
     if args.preview and codec.base.g_r is None:
         raise InputError(f"{args.checkpoint}: this codec has no preview synthesis (g_r)")
-    extra = [out / f"{f.stem}.enhanced.png" for f in files] if args.layers == "all" else []
+    target_kind = codec.enhancement.target if codec.enhancement is not None else None
+    suffix = ".pt" if target_kind == "depth" else ".png"
+    extra = [out / f"{f.stem}.enhanced{suffix}" for f in files] if args.layers == "all" else []
     extra = extra if codec.enhancement is not None else []
+    task = task_of(codec.arch)
+    dense = task in ("segmentation", "depth")
+    outputs = [out / f"{f.stem}.output.pt" for f in files] if dense else []
     previews = [out / f"{f.stem}.preview.png" for f in files] if args.preview else []
-    _refuse_existing([*targets, *extra, *previews, predictions_path], args.overwrite)
+    _refuse_existing([*targets, *extra, *previews, *outputs, predictions_path], args.overwrite)
     predictions: dict[str, Any] = {}
     for i, (f, stream, target) in enumerate(
         _progress(list(zip(files, streams, targets, strict=True)), "decode")
@@ -203,22 +209,57 @@ def _decode(args: argparse.Namespace) -> int:
         with atomic_path(target) as tmp:
             torch.save(decoded.features[0].cpu(), tmp)
         if decoded.enhanced is not None:
-            _save_output(decoded.enhanced[0], extra[i])
+            enhanced = decoded.enhanced[0]
+            if target_kind == "segmentation":  # class logits → a mask of class indices
+                enhanced = enhanced.argmax(0, keepdim=True)
+            _save_output(enhanced, extra[i])
         if previews:
             _save_output(decoded.preview[0], previews[i])
-        probs = torch.softmax(decoded.output[0].float(), dim=0).cpu()
-        predictions[f.stem] = {
-            "class": int(probs.argmax()),
-            "probability": float(probs.max()),
-            "probabilities": [round(float(p), 6) for p in probs],
-        }
+        if outputs:
+            with atomic_path(outputs[i]) as tmp:
+                torch.save(decoded.output[0].cpu(), tmp)
+        predictions[f.stem] = _prediction(task, decoded.output)
     atomic_write(predictions_path, json.dumps(predictions, indent=2))
     print(f"wrote {len(files)} feature tensor(s) and {predictions_path}")
     return 0
 
 
+def _prediction(task: str, output: Any) -> dict[str, Any]:
+    """What ``predictions.json`` records of one decoded task output (batch of 1)."""
+    import torch
+
+    if task == "classification":
+        probs = torch.softmax(output[0].float(), dim=0).cpu()
+        return {
+            "class": int(probs.argmax()),
+            "probability": float(probs.max()),
+            "probabilities": [round(float(p), 6) for p in probs],
+        }
+    if task == "segmentation":
+        classes, counts = output[0].argmax(0).unique(return_counts=True)
+        return {"pixels_per_class": {int(c): int(n) for c, n in zip(classes, counts, strict=True)}}
+    if task == "depth":
+        d = output[0].float()
+        return {
+            "depth_min": float(d.min()),
+            "depth_mean": float(d.mean()),
+            "depth_max": float(d.max()),
+        }
+    if task == "keypoints":
+        return {"keypoints": [[round(float(v), 3) for v in p] for p in output[0]]}
+    if task == "detection":
+        det = output[0]
+        return {
+            "boxes": [[round(float(v), 2) for v in b] for b in det["boxes"]],
+            "classes": [int(c) - 1 for c in det["labels"]],  # torchvision's label = class + 1
+            "scores": [round(float(v), 4) for v in det["scores"]],
+        }
+    raise ValueError(f"unknown task {task!r}")
+
+
 def _save_output(t: Any, path: Path) -> None:
-    """An image ``(3, H, W)`` in [0, 1] as PNG; any other tensor as ``.pt`` beside it."""
+    """An image ``(3, H, W)`` in [0, 1] or a class mask ``(1, H, W)`` as PNG; any other tensor
+    as ``.pt`` beside it."""
     import torch
 
     from codec.files import atomic_path, atomic_write
@@ -226,6 +267,8 @@ def _save_output(t: Any, path: Path) -> None:
 
     if t.shape[0] == 3:
         atomic_write(path, to_png(t))
+    elif not t.is_floating_point() and path.suffix == ".png":
+        atomic_write(path, to_png(t.to(torch.uint8)))
     else:
         with atomic_path(path.with_suffix(".pt")) as tmp:
             torch.save(t.cpu(), tmp)

@@ -8,6 +8,7 @@ featcodec plot rd rd.json [more.json ...] --anchor x265-12bit -o rd.png
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import time
@@ -67,6 +68,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--quick", action="store_true", help="a tiny run that takes seconds")
     sc.add_argument("--task-checkpoint", help="reuse a trained task network (e.g. the demo's)")
     sc.add_argument("--threads", type=int, help="torch CPU threads")
+    sc.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep checkpoints already in the run folder that were trained the same way",
+    )
+    sc.add_argument("--betas", type=_floats, help="β of the base codecs, 0 among them")
+    sc.add_argument("--lambdas", type=_floats, help="λ of the base codecs")
+    sc.add_argument("--base-beta", type=float, help="β of the base under the enhancement")
+    sc.add_argument("--enh-lambdas", type=_floats, help="λ_e of the enhancement layers")
+    sc.add_argument("--enh-epochs", type=int, help="epochs of each enhancement layer")
     sc.set_defaults(func=experiment_scalable)
 
     pl = sub.add_parser("plot", help="draw figures from results files")
@@ -108,6 +119,15 @@ def _bd(found: list[Any], anchor: str, metric: str, method: str) -> list[Any]:
     return bd_table(found, anchor, method, higher_is_better(metric))
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    """``0,0.001,0.01`` → a tuple of floats (argparse type)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        msg = f"expected numbers separated by commas: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def experiment_scalable(args: argparse.Namespace) -> int:
     import logging
 
@@ -119,7 +139,19 @@ def experiment_scalable(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     cfg = ScalableConfig.quick(args.out) if args.quick else ScalableConfig(out=args.out)
-    cfg.task_checkpoint = args.task_checkpoint
+    given = {
+        "task_checkpoint": args.task_checkpoint,
+        "resume": args.resume or None,
+        "betas": args.betas,
+        "lambdas": args.lambdas,
+        "base_beta": args.base_beta,
+        "enh_lambdas": args.enh_lambdas,
+        "enh_epochs": args.enh_epochs,
+    }
+    try:
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        raise InputError(str(e)) from None
     results = run_scalable(cfg)
     print()
     print(format_claims(results))
@@ -180,6 +212,11 @@ def eval_rd(args: argparse.Namespace) -> int:
         if args.task_checkpoint
         else None
     )
+    if split is not None and points and task_of(split.arch) != points[0].task:
+        raise InputError(
+            f"{args.task_checkpoint} is a {task_of(split.arch)} network, the codecs serve "
+            f"{points[0].task}"
+        )
     start = time.perf_counter()
     rows = _codec_rows(points, data, args)
     if anchors:

@@ -86,8 +86,13 @@ def load_input(path: Path) -> tuple[str, Tensor]:
 
 
 def to_png(image: Tensor) -> bytes:
-    """PNG bytes of an image ``(3, H, W)`` with values in [0, 1] (clamped)."""
-    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+    """PNG bytes of an image ``(3, H, W)`` with values in [0, 1] (clamped), or of a ``uint8``
+    map ``(1, H, W)`` (a class mask) as an 8-bit grey PNG of its values."""
+    if image.dtype == torch.uint8:
+        array = image[0].cpu().numpy()
+    else:
+        rgb = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0)
+        array = rgb.cpu().numpy()
     buf = io.BytesIO()
-    Image.fromarray(array.cpu().numpy()).save(buf, format="PNG")
+    Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()

@@ -56,7 +56,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -552,6 +553,29 @@ def build_task_model(
     if task not in HEADS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(HEADS)}")
     return HEADS[task](backbone=backbone, weights=weights, num_classes=num_classes, **kw)
+
+
+def task_of(arch: Mapping[str, Any]) -> str:
+    """The task an architecture dict serves (``"classification"`` when it names none: every
+    checkpoint written before the other tasks existed)."""
+    return str(arch.get("task", "classification"))
+
+
+@contextmanager
+def losses_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put a frozen (eval-mode) task network into training mode for the length of the block,
+    with its batch norms kept in eval mode (running statistics untouched): a detector only
+    returns its losses in training mode. Restores the previous modes afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
 
 
 def split_task_model(model: nn.Module, split_at: str, name: str = "") -> Split:

@@ -160,8 +160,13 @@ def test_cli_layers(codec, image, tmp_path, capsys) -> None:
     assert "no preview synthesis" in capsys.readouterr().err
 
 
-def test_enhancement_training_lowers_the_loss_and_keeps_the_base(codec, tmp_path) -> None:
-    import lightning.pytorch as pl
+@pytest.mark.parametrize(
+    ("target", "lmbda", "channels"), [("reconstruction", 0.01, 3), ("segmentation", 20.0, 6)]
+)
+def test_enhancement_training_lowers_the_loss_and_keeps_the_base(
+    codec, tmp_path, target, lmbda, channels
+) -> None:
+    from quiet import quiet_trainer
 
     from training import EnhancementModule
     from training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
@@ -170,26 +175,19 @@ def test_enhancement_training_lowers_the_loss_and_keeps_the_base(codec, tmp_path
     base_ckpt = tmp_path / "base.ckpt"
     base.save(base_ckpt)
     torch.manual_seed(0)
-    module = EnhancementModule(str(base_ckpt), lr=3e-3, **ENH)
+    module = EnhancementModule(str(base_ckpt), lr=3e-3, target=target, lmbda=lmbda, **ENH)
     ds = SyntheticScenes("train", size=16, image_size=32, seed=0)
-    x = collate_scenes([ds[i] for i in range(16)])["image"]
+    batch = collate_scenes([ds[i] for i in range(16)])
+    x = batch["image"]
     module.eval()
     with torch.no_grad():
-        before = float(module._losses(x)["loss"])
+        before = float(module._losses(batch)[0]["loss"])
     data = SyntheticScenesDataModule(image_size=32, train_size=16, val_size=8, batch_size=8)
-    trainer = pl.Trainer(
-        max_epochs=8,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(epochs=8)
     trainer.fit(module, data)
     module.eval()
     with torch.no_grad():
-        assert float(module._losses(x)["loss"]) < before
+        assert float(module._losses(batch)[0]["loss"]) < before
     assert module.codec.fingerprint == base.fingerprint  # the base never moved
     path = tmp_path / "scalable.ckpt"
     trainer.save_checkpoint(path)
@@ -200,7 +198,8 @@ def test_enhancement_training_lowers_the_loss_and_keeps_the_base(codec, tmp_path
     torch.testing.assert_close(
         loaded.decode(stream, layers="base").features, base.decode(base.encode(x[0])).features
     )
-    assert loaded.decode(stream).enhanced.shape == (1, 3, 32, 32)
+    assert loaded.decode(stream).enhanced.shape == (1, channels, 32, 32)
+    assert loaded.enhancement.target == target
 
 
 def test_layer_measurement_counts_real_bytes(codec) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from quiet import quiet_trainer
 
 from codec.errors import CheckpointError
 from codec.facade import Codec
@@ -11,17 +12,7 @@ from training.datasets import SyntheticScenes, SyntheticScenesDataModule, collat
 
 
 def _trainer(steps: int, **kw: object) -> pl.Trainer:
-    return pl.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        **kw,
-    )
+    return quiet_trainer(steps, limit_val_batches=0, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -135,8 +126,10 @@ def test_training_checkpoint_rebuilds_the_codec_alone(task_checkpoint, data, tmp
 
 
 def test_task_checkpoint_must_match_the_backbone(task_checkpoint) -> None:
-    with pytest.raises(CheckpointError, match="expected scene_resnet10 with 7"):
+    with pytest.raises(CheckpointError, match="expected a classification scene_resnet10 with 7"):
         _codec_module(task_checkpoint, num_classes=7)
+    with pytest.raises(CheckpointError, match="holds a classification .* expected a depth"):
+        _codec_module(task_checkpoint, task="depth")
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ architecture, so ``featcodec encode/decode`` rebuild the codec from the file alo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning.pytorch as pl
@@ -17,10 +18,11 @@ from torch import Tensor
 
 from codec.errors import CheckpointError
 from codec.facade import Codec
-from models.backbones import build_backbone, split_model
+from eval.metrics import task_metric
+from models.heads import build_task_model, detection_targets, losses_mode, split_task_model
 from training.losses import Distortion, accuracy, rate_distortion
 from training.optim import layer_optimizers, layer_step
-from training.task import load_task_network
+from training.task import load_task_network, task_arch
 
 
 class BaseCodecModule(pl.LightningModule):
@@ -37,7 +39,9 @@ class BaseCodecModule(pl.LightningModule):
         beta: weight β of the reconstruction reward ``β·E‖X̂_b − X‖²`` (0–255 scale). With
             ``beta=0`` and ``preview`` set, ``g_r`` still learns, from a detached latent, so
             the plain base gets a preview to compare with.
-        distortion: ``"ce"`` (needs labels) or ``"distill"`` (to the uncompressed output).
+        distortion: ``"task"`` (the task's loss against the batch's labels; ``"ce"`` is its
+            old name) or ``"distill"`` (to the uncompressed output; see
+            :mod:`training.losses`).
         lr: learning rate of the codec (Adam, cosine decay to 0 over the run).
         aux_lr: learning rate of the quantile (aux) optimizer.
         init_codec: warm-start from this codec checkpoint (same architecture; e.g. the
@@ -49,6 +53,9 @@ class BaseCodecModule(pl.LightningModule):
             each training item (by its ``index``), computed once instead of every epoch.
             Only for datasets whose items never change (the synthetic scenes); about 30 %
             faster training on a CPU.
+        task, task_options: the task network (:mod:`models.heads`): ``"classification"``,
+            ``"segmentation"``, ``"depth"``, ``"keypoints"`` or ``"detection"``, and its
+            builder's options. Validation logs the task's metric (:mod:`eval.metrics`).
     """
 
     def __init__(
@@ -73,13 +80,14 @@ class BaseCodecModule(pl.LightningModule):
         init_codec: str | None = None,
         cache_frozen: bool = False,
         real_rate: bool = True,
+        task: str = "classification",
+        task_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         arch = {
-            "backbone": backbone,
-            "num_classes": num_classes,
+            **task_arch(task, backbone, num_classes, task_options),
             "split_at": split_at,
             "codec": {
                 "name": "hyperprior",
@@ -94,15 +102,20 @@ class BaseCodecModule(pl.LightningModule):
         }
         if beta < 0 or (beta > 0 and not preview):
             raise ValueError("beta must be ≥ 0, and beta > 0 needs preview=True")
+        if task == "detection" and distortion == "distill":
+            raise ValueError("a detector has no distillation loss; use distortion='task'")
+        options = task_options or {}
         if task_checkpoint is not None:
-            net = load_task_network(task_checkpoint, backbone, num_classes)
+            net = load_task_network(task_checkpoint, backbone, num_classes, task, options)
         else:
             if backbone_weights is None and init_codec is None:
                 rank_zero_warn("training a codec in front of an untrained task network")
-            net = build_backbone(backbone, weights=backbone_weights, num_classes=num_classes)
-        self.codec = Codec.from_split(arch, split_model(net, split_at, backbone))
-        self._frozen: dict[int, tuple[Tensor, Tensor]] = {}
-        self._val = {"bytes": 0, "pixels": 0, "correct": 0, "count": 0}
+            net = build_task_model(task, backbone, backbone_weights, num_classes, **options)
+        self.codec = Codec.from_split(arch, split_task_model(net, split_at, backbone))
+        self.task = task
+        self._frozen: dict[int, tuple[Tensor, Any]] = {}
+        self._val: dict[str, int] = {"bytes": 0, "pixels": 0}
+        self._metric = task_metric(task)
         self._rd_history: list[tuple[int, float, float]] = []
         if init_codec is not None:
             start = Codec.from_checkpoint(init_codec)
@@ -114,34 +127,52 @@ class BaseCodecModule(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.codec(x).output
 
-    def _frozen_outputs(self, batch: dict[str, Any], cache: bool) -> tuple[Tensor, Tensor]:
-        """Features of the frozen front and the uncompressed task output, ``(F, teacher)``."""
+    def _frozen_outputs(self, batch: dict[str, Any], cache: bool) -> tuple[Tensor, Any]:
+        """Features of the frozen front and the uncompressed task output, ``(F, teacher)``
+        (no teacher for a detector: it trains on its own losses)."""
         keys = batch["index"].tolist() if cache and "index" in batch else None
         if keys is not None and all(k in self._frozen for k in keys):
             f = torch.stack([self._frozen[k][0] for k in keys]).to(self.device)
+            if self.task == "detection":
+                return f, None
             teacher = torch.stack([self._frozen[k][1] for k in keys]).to(self.device)
             return f, teacher
         f = self.codec.features(batch["image"])
-        with torch.no_grad():
-            teacher = self.codec.back(f)
+        if self.task == "detection":
+            teacher = torch.zeros(f.shape[0])
+        else:
+            with torch.no_grad():
+                teacher = self.codec.back(f)
         if keys is not None:
             for k, fi, ti in zip(keys, f.cpu(), teacher.cpu(), strict=True):
                 self._frozen[k] = (fi, ti)
-        return f, teacher
+        return f, (None if self.task == "detection" else teacher)
+
+    def _detector_losses(self, batch: dict[str, Any]) -> Any:
+        """The detector's loss pass on decoded features (training mode, frozen batch norms)."""
+        back = self.codec.back
+
+        def run(f_hat: Tensor) -> Any:
+            with losses_mode(back):
+                return back(f_hat, detection_targets(batch, f_hat.device))
+
+        return run
 
     def _losses(self, batch: dict[str, Any], cache: bool = False) -> tuple[Any, Any]:
         x = batch["image"]
         f, teacher = self._frozen_outputs(batch, cache)
-        out = self.codec.forward_features(f)
+        head = self._detector_losses(batch) if self.task == "detection" else None
+        out = self.codec.forward_features(f, head)
         rd = rate_distortion(
             out,
             teacher,
-            batch.get("label"),
+            batch,
             self.hparams.lmbda,
             self.hparams.distortion,
             x.shape[0] * x.shape[-2] * x.shape[-1],
             self.hparams.beta,
             x,
+            self.task,
         )
         return rd, (out, teacher)
 
@@ -170,7 +201,7 @@ class BaseCodecModule(pl.LightningModule):
         if rd.reconstruction is not None:
             mse = rd.reconstruction / 255.0**2
             metrics[f"{stage}/preview_psnr"] = -10 * torch.log10(mse.clamp_min(1e-10))
-        if "label" in batch:
+        if self.task == "classification" and "label" in batch:
             metrics[f"{stage}/acc"] = accuracy(out.output, batch["label"])
             metrics[f"{stage}/acc_uncompressed"] = accuracy(teacher, batch["label"])
         self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=batch["image"].shape[0])
@@ -183,25 +214,30 @@ class BaseCodecModule(pl.LightningModule):
             streams = self.codec.encode_batch(out.features, tuple(x.shape[-2:]))
             self._val["bytes"] += sum(len(s) for s in streams)
             self._val["pixels"] += x.shape[0] * x.shape[-2] * x.shape[-1]
-            if "label" in batch:
-                self._val["correct"] += int((out.output.argmax(1) == batch["label"]).sum())
-                self._val["count"] += x.shape[0]
+            output = self.codec.back(out.features_hat) if self.task == "detection" else out.output
+            try:
+                self._metric.update(output, batch)
+            except KeyError:  # unlabelled data: rate only
+                pass
 
     def on_validation_epoch_start(self) -> None:
         self._val = dict.fromkeys(self._val, 0)
+        self._metric = task_metric(self.task)
 
     def on_validation_epoch_end(self) -> None:
         if not self._val["pixels"] or self.trainer.sanity_checking:
             return
         bpp = 8 * self._val["bytes"] / self._val["pixels"]
         self.log("val/bpp", bpp, prog_bar=True)
-        if not self._val["count"]:
+        value = self._metric.compute()
+        if not math.isfinite(value):
             return
-        acc = self._val["correct"] / self._val["count"]
-        self._rd_history.append((self.current_epoch, bpp, acc))
+        self.log(f"val/{self._metric.name}", value)
+        self._rd_history.append((self.current_epoch, bpp, value))
         experiment = getattr(self.logger, "experiment", None)
         if hasattr(experiment, "add_figure"):
-            experiment.add_figure("rd/val", _trajectory(self._rd_history), self.global_step)
+            figure = _trajectory(self._rd_history, self._metric.name)
+            experiment.add_figure("rd/val", figure, self.global_step)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")
@@ -213,8 +249,8 @@ class BaseCodecModule(pl.LightningModule):
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
 
 
-def _trajectory(points: list[tuple[int, float, float]]) -> Figure:
-    """The validation RD points of a run so far (real-bytes bpp, accuracy), epoch by epoch."""
+def _trajectory(points: list[tuple[int, float, float]], metric: str = "accuracy") -> Figure:
+    """The validation RD points of a run so far (real-bytes bpp, task metric), epoch by epoch."""
     fig = Figure(figsize=(5.0, 3.6))
     ax = fig.subplots()
     _, bpp, acc = zip(*points, strict=True)
@@ -222,7 +258,7 @@ def _trajectory(points: list[tuple[int, float, float]]) -> Figure:
     ax.scatter(bpp, acc, c=range(len(points)), cmap="viridis", zorder=3)
     ax.scatter(bpp[-1:], acc[-1:], s=80, facecolors="none", edgecolors="red", zorder=4)
     ax.set_xlabel("validation rate (bits per input pixel, from .fcb bytes)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(f"validation {metric}")
     ax.set_title(f"RD point after epoch {points[-1][0]} (red); earlier epochs lighter")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()

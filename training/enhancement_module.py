@@ -1,9 +1,13 @@
 """Second training stage: the enhancement layer of a scalable codec, its base frozen.
 
-Loss ``λ_e·d_e(X̂, X) + R_e`` (de Andrade & Bajić): ``R_e`` is the estimated rate of the
+Loss ``λ_e·d_e(output, target) + R_e`` (de Andrade & Bajić): ``R_e`` is the estimated rate of the
 enhancement latents ``Ŷ_e`` and ``Ẑ_e`` per input pixel, coded conditionally on the decoded
-base ``Ŷ_b`` (:mod:`codec.enhancement`); ``d_e`` is the squared error of the reconstructed
-input on the 0–255 scale. The base codec comes from a checkpoint of the first stage and never
+base ``Ŷ_b`` (:mod:`codec.enhancement`). The target is the input image (``d_e``: squared
+error on the 0–255 scale) or a second task's ground truth (``d_e``: that task's loss,
+:func:`models.heads.task_loss`: pixel cross-entropy for segmentation, masked RMSE for depth),
+e.g. segmentation on top of a depth base, the paper's third setting.
+
+The base codec comes from a checkpoint of the first stage and never
 changes here, so its streams stay decodable (its fingerprint is unchanged). Checkpoints carry
 the whole scalable architecture, for ``featcodec encode/decode``.
 """
@@ -20,7 +24,16 @@ from codec.bitstream import unpack
 from codec.entropy import bits
 from codec.facade import Codec
 from codec.preview import reconstruction_distortion
+from eval.metrics import task_metric
+from models.heads import task_loss
 from training.optim import layer_optimizers, layer_step
+
+TARGET_CHANNELS = {
+    "reconstruction": lambda classes: 3,
+    "segmentation": lambda classes: classes + 1,  # + background
+    "depth": lambda classes: 1,
+}
+"""Targets an enhancement layer can be trained for → its output channels (given the classes)."""
 
 
 class EnhancementModule(pl.LightningModule):
@@ -31,7 +44,9 @@ class EnhancementModule(pl.LightningModule):
         N, M, downsample, hyper_downsample: enhancement architecture
             (:class:`~codec.enhancement.EnhancementCodec`).
         standalone: train the standalone lower bound (the base is not used).
-        lmbda: weight ``λ_e`` of the reconstruction distortion.
+        target: ``"reconstruction"``, ``"segmentation"`` or ``"depth"``.
+        lmbda: weight ``λ_e`` of the distortion (its scale is the target's: about 0.001–0.03
+            for the 0–255 squared error of a reconstruction, 1–100 for a task loss).
         lr, aux_lr: learning rates of the enhancement and of its quantile (aux) optimizer.
     """
 
@@ -46,6 +61,7 @@ class EnhancementModule(pl.LightningModule):
         lmbda: float = 0.01,
         lr: float = 1e-3,
         aux_lr: float = 1e-3,
+        target: str = "reconstruction",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -58,6 +74,12 @@ class EnhancementModule(pl.LightningModule):
             "hyper_downsample": hyper_downsample,
             "standalone": standalone,
         }
+        if target not in TARGET_CHANNELS:
+            raise ValueError(f"unknown target {target!r}; use one of {', '.join(TARGET_CHANNELS)}")
+        if target != "reconstruction":  # older checkpoints: reconstruction, no such keys
+            classes = base.arch["num_classes"]
+            enhancement.update(target=target, out_channels=TARGET_CHANNELS[target](classes))
+        self.target = target
         self.codec = Codec.build({**base.arch, "enhancement": enhancement})
         missing, unexpected = self.codec.load_state_dict(base.state_dict(), strict=False)
         assert not unexpected and all(k.startswith("enhancement.") for k in missing)
@@ -70,25 +92,35 @@ class EnhancementModule(pl.LightningModule):
         self.codec.base.eval()  # frozen: its decoded latent is what the decoder will see
         return self
 
-    def _losses(self, x: Tensor) -> dict[str, Tensor]:
+    def _losses(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
+        x = batch["image"]
         with torch.no_grad():
             y_b = self.codec.base(self.codec.features(x)).y_hat
         enh = self.codec.enhancement(x, y_b)
         pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
         bpp = sum(bits(v) for v in enh.likelihoods.values()) / pixels
-        mse = reconstruction_distortion(enh.output, x)
-        psnr = 10 * torch.log10(255.0**2 / mse.detach().clamp_min(1e-6))
-        return {"loss": self.hparams.lmbda * mse + bpp, "bpp_est": bpp, "mse": mse, "psnr": psnr}
+        if self.target == "reconstruction":
+            d = reconstruction_distortion(enh.output, x)
+            psnr = 10 * torch.log10(255.0**2 / d.detach().clamp_min(1e-6))
+            terms = {"mse": d, "psnr": psnr}
+        else:
+            d = task_loss(self.target, enh.output, batch)
+            terms = {"distortion": d}
+        return {"loss": self.hparams.lmbda * d + bpp, "bpp_est": bpp, **terms}, enh.output
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        terms = self._losses(batch["image"])
+        terms, _ = self._losses(batch)
         layer_step(self, terms["loss"], self.codec.enhancement)
         logged = {f"train/{k}": v for k, v in terms.items()}
         self.log_dict(logged, on_step=True, on_epoch=True, batch_size=batch["image"].shape[0])
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x = batch["image"]
-        terms = self._losses(x)
+        terms, output = self._losses(batch)
+        if self.target != "reconstruction":
+            metric = task_metric(self.target)
+            metric.update(output, batch)
+            terms[metric.name] = torch.tensor(metric.compute())
         streams = self.codec.encode_batch(self.codec.features(x), tuple(x.shape[-2:]), x)
         enh_bytes = sum(unpack(s).layer_bytes()["enhancement"] for s in streams)
         terms["bpp"] = torch.tensor(8 * enh_bytes / (x.shape[0] * x.shape[-2] * x.shape[-1]))

@@ -3,43 +3,65 @@
 ``R`` is in bits per input pixel, estimated from the entropy models' likelihoods (a training
 signal only: every reported rate comes from real bitstream bytes). ``d_task`` is one of
 
-* ``"ce"``: cross-entropy of the task output on the decoded features against labels;
-* ``"distill"``: KL divergence from the uncompressed network's output distribution to the
-  output on the decoded features. It needs no labels.
+* ``"task"`` (``"ce"`` is its old name): the task's own loss (:func:`models.heads.task_loss`:
+  cross-entropy, pixel cross-entropy, masked depth RMSE, keypoint L1, Faster R-CNN losses) of
+  the output on the decoded features against the batch's ground truth;
+* ``"distill"``: how far the output on the decoded features is from the uncompressed
+  network's output, the teacher (no labels needed): KL divergence of the class distributions
+  (per pixel for segmentation), squared error of depth, L1 distance of keypoints. A detector
+  has no distillation here; use ``"task"``.
 
 ``β·d_r`` is the reconstruction reward of :mod:`codec.preview` (``β = 0``: the plain base).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch.nn.functional as F
 from torch import Tensor
 
 from codec.facade import CodecOutput
 from codec.preview import reconstruction_distortion
+from models.heads import task_loss
 
-Distortion = Literal["ce", "distill"]
+Distortion = Literal["task", "ce", "distill"]
+
+
+def _kl(output: Tensor, teacher: Tensor) -> Tensor:
+    """KL(teacher ‖ output) of class logits along dim 1, averaged over everything else."""
+    kl = F.kl_div(
+        F.log_softmax(output, dim=1),
+        F.log_softmax(teacher, dim=1),
+        log_target=True,
+        reduction="none",
+    )
+    return kl.sum(1).mean()
 
 
 def task_distortion(
-    kind: Distortion, output: Tensor, teacher: Tensor, labels: Tensor | None
+    kind: Distortion,
+    output: Any,
+    teacher: Any,
+    batch: Mapping[str, Any] | None,
+    task: str = "classification",
 ) -> Tensor:
     """Distortion between the task output on ``F̂`` and its target (batch mean)."""
-    if kind == "ce":
-        if labels is None:
-            raise ValueError("distortion 'ce' needs labels; use 'distill' on unlabelled data")
-        return F.cross_entropy(output, labels)
+    if kind in ("task", "ce"):
+        if batch is None:
+            raise ValueError(f"distortion {kind!r} needs labels; use 'distill' on unlabelled data")
+        return task_loss(task, output, batch)
     if kind == "distill":
-        return F.kl_div(
-            F.log_softmax(output, dim=1),
-            F.log_softmax(teacher, dim=1),
-            log_target=True,
-            reduction="batchmean",
-        )
-    raise ValueError(f"unknown distortion {kind!r} (use 'ce' or 'distill')")
+        if task in ("classification", "segmentation"):
+            return _kl(output, teacher)
+        if task == "depth":
+            return F.mse_loss(output, teacher)
+        if task == "keypoints":
+            return (output - teacher).abs().sum(-1).mean() / 2
+        raise ValueError(f"no distillation for task {task!r}; use distortion 'task'")
+    raise ValueError(f"unknown distortion {kind!r} (use 'task' or 'distill')")
 
 
 @dataclass
@@ -54,18 +76,19 @@ class RDLoss:
 
 def rate_distortion(
     out: CodecOutput,
-    teacher: Tensor,
-    labels: Tensor | None,
+    teacher: Any,
+    batch: Mapping[str, Any] | None,
     lmbda: float,
     kind: Distortion,
     num_pixels: int,
     beta: float = 0.0,
     images: Tensor | None = None,
+    task: str = "classification",
 ) -> RDLoss:
     """``λ·d_task + R + β·d_r`` with ``R`` = estimated bits / ``num_pixels`` (pixels of the
     batch) and ``d_r`` the preview's reconstruction distortion (:mod:`codec.preview`), when
     the codec has a preview and ``images`` are given."""
-    distortion = task_distortion(kind, out.output, teacher, labels)
+    distortion = task_distortion(kind, out.output, teacher, batch, task)
     bpp = out.bits() / num_pixels
     loss = lmbda * distortion + bpp
     recon = None

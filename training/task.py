@@ -1,4 +1,5 @@
-"""The task network: a torchvision classifier trained on the embedded synthetic scenes.
+"""The task network: a classifier, or a dense / keypoint / detection network on a split
+backbone (:mod:`models.heads`), trained on the embedded synthetic scenes or a real dataset.
 
 The codec is trained in front of the *frozen* back half of this network. Its checkpoint
 carries a ``featcodec`` entry (architecture + where its weights are), so the codec module can
@@ -13,24 +14,43 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec.errors import CheckpointError
 from codec.facade import CHECKPOINT_FORMAT, load_checkpoint
-from models.backbones import Normalize, build_backbone
+from models.backbones import Normalize
+from models.heads import build_task_model, losses_mode, task_forward, task_loss
 from training.losses import accuracy
 
 
+def task_arch(
+    task: str, backbone: str, num_classes: int, options: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The architecture entry of a task network; ``task``/``task_options`` only when they are
+    not the defaults, so classifiers keep the entry (and fingerprint) they always had."""
+    arch: dict[str, Any] = {"backbone": backbone, "num_classes": num_classes}
+    if task != "classification":
+        arch["task"] = task
+    if options:
+        arch["task_options"] = dict(options)
+    return arch
+
+
 class TaskModule(pl.LightningModule):
-    """Trains ``backbone`` as a classifier of the scene label with cross-entropy.
+    """Trains a task network on ``collate_scenes``-style batches with its task loss
+    (:func:`models.heads.task_loss`).
 
     Args:
-        backbone: backbone name (torchvision or project registry).
+        backbone: backbone name (torchvision or project registry; a ResNet for every task but
+            classification).
         num_classes: number of classes.
         weights: pretrained weights of the backbone ("DEFAULT", an enum name, or None).
         lr: peak learning rate of the one-cycle schedule (AdamW).
         weight_decay: AdamW weight decay.
+        task: ``"classification"``, ``"segmentation"``, ``"depth"``, ``"keypoints"`` or
+            ``"detection"``.
+        task_options: options of the task's builder (e.g. ``{"image_size": 64}`` for
+            detection; see :mod:`models.heads`).
     """
 
     def __init__(
@@ -40,21 +60,32 @@ class TaskModule(pl.LightningModule):
         weights: str | None = None,
         lr: float = 2e-3,
         weight_decay: float = 1e-4,
+        task: str = "classification",
+        task_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.normalize = Normalize()
-        self.net = build_backbone(backbone, weights=weights, num_classes=num_classes)
+        self.task = task
+        self.net = build_task_model(task, backbone, weights, num_classes, **(task_options or {}))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, K)`` of images ``(B, 3, H, W)`` in [0, 1]."""
+    def forward(self, x: Tensor) -> Any:
+        """The task output of images ``(B, 3, H, W)`` in [0, 1] (logits ``(B, K)`` for
+        classification; see :mod:`models.heads` for the others)."""
         return self.net(self.normalize(x))
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
-        logits = self(batch["image"])
-        loss = F.cross_entropy(logits, batch["label"])
-        metrics = {f"{stage}/loss": loss, f"{stage}/acc": accuracy(logits, batch["label"])}
-        self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=len(logits))
+        x = self.normalize(batch["image"])
+        if stage != "train" and self.task == "detection":
+            with torch.no_grad(), losses_mode(self.net):
+                output = task_forward(self.net, self.task, x, batch)
+        else:
+            output = task_forward(self.net, self.task, x, batch)
+        loss = task_loss(self.task, output, batch)
+        metrics = {f"{stage}/loss": loss}
+        if self.task == "classification":
+            metrics[f"{stage}/acc"] = accuracy(output, batch["label"])
+        self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=x.shape[0])
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -75,15 +106,22 @@ class TaskModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        hp = self.hparams
         checkpoint["featcodec"] = {
             "format": CHECKPOINT_FORMAT,
             "kind": "task",
-            "arch": {"backbone": self.hparams.backbone, "num_classes": self.hparams.num_classes},
+            "arch": task_arch(hp.task, hp.backbone, hp.num_classes, hp.task_options),
             "state_prefix": "net.",
         }
 
 
-def load_task_network(path: str | os.PathLike[str], backbone: str, num_classes: int) -> nn.Module:
+def load_task_network(
+    path: str | os.PathLike[str],
+    backbone: str,
+    num_classes: int,
+    task: str = "classification",
+    task_options: dict[str, Any] | None = None,
+) -> nn.Module:
     """The trained network of a task checkpoint, checked against the expected architecture."""
     if not Path(path).is_file():
         raise CheckpointError(
@@ -92,12 +130,16 @@ def load_task_network(path: str | os.PathLike[str], backbone: str, num_classes: 
         )
     ckpt = load_checkpoint(path, kind="task")
     arch = ckpt["featcodec"]["arch"]
-    if (arch.get("backbone"), arch.get("num_classes")) != (backbone, num_classes):
-        raise CheckpointError(
-            f"{path} holds a {arch.get('backbone')} with {arch.get('num_classes')} classes, "
-            f"expected {backbone} with {num_classes}"
-        )
-    net = build_backbone(backbone, num_classes=num_classes)
+    want = task_arch(task, backbone, num_classes, task_options)
+    if arch != want:
+
+        def show(a: dict[str, Any]) -> str:
+            extra = f", options {a['task_options']}" if a.get("task_options") else ""
+            kind = a.get("task", "classification")
+            return f"a {kind} {a.get('backbone')} with {a.get('num_classes')} classes{extra}"
+
+        raise CheckpointError(f"{path} holds {show(arch)}, expected {show(want)}")
+    net = build_task_model(task, backbone, None, num_classes, **(task_options or {}))
     prefix = ckpt["featcodec"]["state_prefix"]
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:

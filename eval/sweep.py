@@ -1,0 +1,110 @@
+"""Training runs shared by the experiments (``featcodec demo``, ``experiment scalable``).
+
+One :func:`trainer` for every stage, and one :func:`lambda_sweep` that trains a base codec at
+each λ (the first from scratch, each next one fine-tuned from the previous, higher-rate one).
+With ``resume`` a stage whose checkpoint is already in the run folder, with the same
+hyper-parameters, is not trained again: a long experiment that stopped half-way goes on
+where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from training.codec_module import BaseCodecModule
+
+
+def trainer(name: str, epochs: int, root: Path, progress: bool = True) -> pl.Trainer:
+    """A Lightning trainer logging to ``<root>/logs/<name>``; GPU when there is one."""
+    return pl.Trainer(
+        max_epochs=epochs,
+        accelerator="gpu" if torch.cuda.is_available() else "cpu",
+        devices=1,
+        logger=TensorBoardLogger(root / "logs", name=name, version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        num_sanity_val_steps=0,
+    )
+
+
+def reusable(
+    ckpt: Path, module: pl.LightningModule, data: pl.LightningDataModule, epochs: int
+) -> bool:
+    """Whether ``ckpt`` exists and was trained as ``module`` on ``data`` for ``epochs``."""
+    if not ckpt.is_file():
+        return False
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    return (
+        saved.get("epoch") == epochs
+        and saved.get("hyper_parameters") == dict(module.hparams)
+        and saved.get("datamodule_hyper_parameters") == dict(data.hparams)
+    )
+
+
+def fit_or_reuse(
+    build: Callable[[], pl.LightningModule],
+    data: pl.LightningDataModule,
+    ckpt: Path,
+    epochs: int,
+    root: Path,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+) -> bool:
+    """Train ``build()`` for ``epochs`` and save it to ``ckpt``; with ``resume``, keep a
+    checkpoint already there when its hyper-parameters match. Returns whether it trained."""
+    module = build()
+    if resume and reusable(ckpt, module, data, epochs):
+        print(f"      reusing {ckpt}", flush=True)
+        return False
+    fit = trainer(ckpt.stem, epochs, root, progress)
+    fit.fit(module, data)
+    fit.save_checkpoint(ckpt)
+    return True
+
+
+def lambda_sweep(
+    data: pl.LightningDataModule,
+    root: Path,
+    prefix: str,
+    lambdas: Sequence[float],
+    epochs: int,
+    finetune_epochs: int,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    label: str = "",
+    **module: Any,
+) -> list[tuple[float, Path]]:
+    """Base codecs ``<root>/<prefix>-lambda<λ>.ckpt`` from the highest λ down.
+
+    ``module`` holds the :class:`~training.codec_module.BaseCodecModule` arguments shared by
+    every point (task checkpoint, architecture, β, …).
+    """
+    out: list[tuple[float, Path]] = []
+    previous: Path | None = None
+    ordered = sorted(lambdas, reverse=True)
+    for i, lmbda in enumerate(ordered):
+        print(f"{label}base codec {i + 1}/{len(ordered)}, λ={lmbda:g}", flush=True)
+        ckpt = root / f"{prefix}-lambda{lmbda:g}.ckpt"
+        init = str(previous) if previous else None
+        fit_or_reuse(
+            lambda lmbda=lmbda, init=init: BaseCodecModule(lmbda=lmbda, init_codec=init, **module),
+            data,
+            ckpt,
+            finetune_epochs if previous else epochs,
+            root,
+            progress=progress,
+            resume=resume,
+        )
+        out.append((lmbda, ckpt))
+        previous = ckpt
+    return out
