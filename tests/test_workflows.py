@@ -109,3 +109,55 @@ def test_entropy_bench_reports_both_paths(tmp_path: Path, capsys) -> None:
         report["results"]["featcodec"]["bytes"] / report["results"]["compressai"]["bytes"]
     )
     assert "featcodec / compressai" in capsys.readouterr().out
+
+
+def test_quick_scalable_experiment_and_resume(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "scalable"
+    assert main(["experiment", "scalable", "--quick", "--out", str(out), "--threads", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "(a) β=0.01 vs β=0" in printed and "(b) enhancement bits" in printed
+    first = json.loads((out / "scalable.json").read_text())
+    assert {r["codec"] for r in first["base"]} == {"base β=0", "base β=0.01"}
+    assert len(first["enhancement"]) == 4 and first["config"]["resume"] is False
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.ckpt")}
+    assert len(stamps) == 9  # task network, 2 β × 2 λ bases, 2 kinds × 2 λ_e enhancements
+    # resumed: every checkpoint is kept, and the measurements come out the same
+    assert main(["experiment", "scalable", "--quick", "--out", str(out), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("reusing") == 9
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.ckpt")} == stamps
+    again = json.loads((out / "scalable.json").read_text())
+    measured = ("bytes", "metrics", "fingerprint")
+    for a, b in zip(again["base"], first["base"], strict=True):
+        assert {k: a[k] for k in measured} == {k: b[k] for k in measured}
+    assert again["enhancement"] == first["enhancement"]
+    # a checkpoint is reused only for the same hyper-parameters, data and epochs
+    from eval.sweep import reusable
+    from training import EnhancementModule
+    from training.datasets import SyntheticScenesDataModule
+
+    cfg = first["config"]
+    data = SyntheticScenesDataModule(
+        image_size=cfg["image_size"],
+        train_size=cfg["train_size"],
+        val_size=cfg["val_size"],
+        test_size=cfg["test_size"],
+        batch_size=cfg["batch_size"],
+        seed=cfg["seed"],
+    )
+    ckpt = out / "enh-conditional-lambda0.004.ckpt"
+    base = str(out / "base-beta0.01-lambda2.ckpt")
+    kw = dict(N=16, M=16, downsample=3, hyper_downsample=1, lr=2e-3)
+    assert reusable(ckpt, EnhancementModule(base, lmbda=0.004, **kw), data, 1)
+    assert not reusable(ckpt, EnhancementModule(base, lmbda=0.03, **kw), data, 1)
+    assert not reusable(ckpt, EnhancementModule(base, lmbda=0.004, **kw), data, 2)
+    data.hparams["train_size"] += 1
+    assert not reusable(ckpt, EnhancementModule(base, lmbda=0.004, **kw), data, 1)
+
+
+def test_scalable_experiment_refuses_a_config_without_a_plain_base(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "scalable"
+    assert main(["experiment", "scalable", "--out", str(out), "--betas", "0.01,0.1"]) == 1
+    assert "betas must hold 0" in capsys.readouterr().err and not out.exists()
+    assert main(["experiment", "scalable", "--out", str(out), "--base-beta", "0.5"]) == 1
+    assert "is not among the trained ones" in capsys.readouterr().err and not out.exists()
