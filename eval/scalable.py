@@ -40,7 +40,8 @@ from training.datasets import SyntheticScenesDataModule
 
 @dataclass
 class ScalableConfig:
-    """What the experiment trains; the defaults take about a quarter of an hour on 2 cores."""
+    """What the experiment trains. The defaults take about an hour on 2 shared CPU cores (the
+    enhancement layers most of it); ``resume`` keeps what an earlier run already trained."""
 
     out: str = "runs/scalable"
     image_size: int = 48
