@@ -42,6 +42,10 @@ def test_train_configs_with_lightning_cli(tmp_path: Path) -> None:
     ckpt = tmp_path / "quickstart" / "ckpt" / "last.ckpt"
     loaded = torch.load(ckpt, weights_only=True)
     assert loaded["hyper_parameters"]["lmbda"] == 0.25
+    # running a config again replaces last.ckpt (no last-v1.ckpt beside a stale one)
+    assert main(["train", "--config", str(quick), "--model.lmbda", "0.5"]) == 0
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["last.ckpt"]
+    assert torch.load(ckpt, weights_only=True)["hyper_parameters"]["lmbda"] == 0.5
     codec = Codec.from_checkpoint(ckpt)
     assert codec.arch["codec"]["N"] == 16
     assert codec.decode(codec.encode(torch.rand(3, 32, 32))).output.shape == (1, 5)
