@@ -30,29 +30,16 @@ from codec.files import atomic_write
 from eval.anchors import build_anchor
 from eval.bd import BDResult, Curve, bd_rate, format_bd
 from eval.plot import plot_rd, save_figure
-from eval.rd import TaskSplit, evaluate_anchor, evaluate_codec, synthetic_eval_set
+from eval.rd import TaskSplit, evaluate_anchor, evaluate_codec
 from eval.results import RDRow, software_versions, write_results
-from eval.sweep import lambda_sweep, trainer
-from training.datasets import SyntheticScenesDataModule
-from training.task import TaskModule
+from eval.sweep import SceneRun, lambda_sweep
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(SceneRun):
     """What the demo trains and measures; the defaults fit in minutes on 2 CPU cores."""
 
     out: str = "runs/demo"
-    image_size: int = 48
-    train_size: int = 4800
-    val_size: int = 200
-    test_size: int = 300
-    batch_size: int = 32
-    task_epochs: int = 4
-    codec_epochs: int = 3
-    finetune_epochs: int = 1
-    lambdas: tuple[float, ...] = (4.0, 1.0, 0.25)
-    N: int = 64
-    M: int = 64
     attention: bool = False
     distortion: str = "distill"
     lr: float = 3e-3
@@ -66,9 +53,7 @@ class DemoConfig:
             "zstd": (6, 4, 3, 2, 1),
         }
     )
-    seed: int = 0
     threads: int | None = None
-    progress: bool = True
 
     @classmethod
     def quick(cls, out: str) -> DemoConfig:
@@ -115,23 +100,12 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, verbose=False)
-    data = SyntheticScenesDataModule(
-        image_size=cfg.image_size,
-        train_size=cfg.train_size,
-        val_size=cfg.val_size,
-        test_size=cfg.test_size,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-    )
+    data = cfg.data()
     timings: dict[str, float] = {}
 
     print(f"[1/4] training the task network on {cfg.train_size} synthetic scenes", flush=True)
     t0 = time.perf_counter()
-    task = TaskModule(num_classes=data.num_classes)
-    fit = trainer("tasknet", cfg.task_epochs, root, cfg.progress)
-    fit.fit(task, data)
-    task_ckpt = root / "tasknet.ckpt"
-    fit.save_checkpoint(task_ckpt)
+    task_ckpt = cfg.task_network(data, root)
     timings["task_training_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -156,7 +130,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     timings["codec_training_s"] = time.perf_counter() - t0
 
     print(f"[3/4] coding the {cfg.test_size} test scenes through .fcb files", flush=True)
-    test = synthetic_eval_set("test", cfg.test_size, cfg.image_size, cfg.seed)
+    test = cfg.test_set()
     t0 = time.perf_counter()
     learned = "learned (hyperprior)"
     rd_rows: list[RDRow] = []

@@ -31,38 +31,24 @@ from codec.facade import Codec
 from codec.files import atomic_write
 from eval.bd import Curve, bd_rate
 from eval.metrics import PSNR
-from eval.rd import EvalSet, evaluate_codec, synthetic_eval_set
+from eval.rd import EvalSet, evaluate_codec
 from eval.results import RDRow, software_versions, write_results
-from eval.sweep import fit_or_reuse, lambda_sweep
-from training import EnhancementModule, TaskModule
-from training.datasets import SyntheticScenesDataModule
+from eval.sweep import SceneRun, fit_or_reuse, lambda_sweep
+from training import EnhancementModule
 
 
 @dataclass
-class ScalableConfig:
+class ScalableConfig(SceneRun):
     """What the experiment trains. The defaults take about an hour on 2 shared CPU cores (the
     enhancement layers most of it); ``resume`` keeps what an earlier run already trained."""
 
     out: str = "runs/scalable"
-    image_size: int = 48
-    train_size: int = 4800
-    val_size: int = 200
-    test_size: int = 300
-    batch_size: int = 32
-    task_epochs: int = 4
-    codec_epochs: int = 3
-    finetune_epochs: int = 1
-    lambdas: tuple[float, ...] = (4.0, 1.0, 0.25)
     betas: tuple[float, ...] = (0.0, 0.001, 0.01)
     enh_lambdas: tuple[float, ...] = (0.001, 0.004, 0.016)
     enh_epochs: int = 3
     base_beta: float = 0.01
     enh_base_lambda: float = 1.0
-    N: int = 64
-    M: int = 64
     task_checkpoint: str | None = None
-    seed: int = 0
-    progress: bool = True
     resume: bool = False
 
     def __post_init__(self) -> None:
@@ -129,26 +115,12 @@ def run_scalable(cfg: ScalableConfig) -> dict[str, Any]:
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, verbose=False)
-    data = SyntheticScenesDataModule(
-        image_size=cfg.image_size,
-        train_size=cfg.train_size,
-        val_size=cfg.val_size,
-        test_size=cfg.test_size,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-    )
-    task_ckpt = Path(cfg.task_checkpoint) if cfg.task_checkpoint else root / "tasknet.ckpt"
+    data = cfg.data()
     if cfg.task_checkpoint is None:
         print("[1/4] the task network", flush=True)
-        fit_or_reuse(
-            lambda: TaskModule(num_classes=data.num_classes),
-            data,
-            task_ckpt,
-            cfg.task_epochs,
-            root,
-            progress=cfg.progress,
-            resume=cfg.resume,
-        )
+        task_ckpt = cfg.task_network(data, root, cfg.resume)
+    else:
+        task_ckpt = Path(cfg.task_checkpoint)
 
     bases: dict[tuple[float, float], Path] = {}
     for beta in cfg.betas:
@@ -174,7 +146,7 @@ def run_scalable(cfg: ScalableConfig) -> dict[str, Any]:
         )
         bases.update({(beta, lmbda): ckpt for lmbda, ckpt in sweep})
 
-    test = synthetic_eval_set("test", cfg.test_size, cfg.image_size, cfg.seed)
+    test = cfg.test_set()
     print("[3/4] measuring the base codecs", flush=True)
     rows: list[RDRow] = []
     for (beta, lmbda), ckpt in bases.items():

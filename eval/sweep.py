@@ -10,6 +10,7 @@ where it stopped.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,62 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from eval.rd import EvalSet, synthetic_eval_set
 from training.codec_module import BaseCodecModule
+from training.datasets import SyntheticScenesDataModule
+from training.task import TaskModule
+
+
+@dataclass
+class SceneRun:
+    """What the experiments on the embedded synthetic scenes share: the scenes, the task
+    network's and the λ sweep's epochs, and the codec width."""
+
+    out: str = "runs/scenes"
+    image_size: int = 48
+    train_size: int = 4800
+    val_size: int = 200
+    test_size: int = 300
+    batch_size: int = 32
+    task_epochs: int = 4
+    codec_epochs: int = 3
+    finetune_epochs: int = 1
+    lambdas: tuple[float, ...] = (4.0, 1.0, 0.25)
+    N: int = 64
+    M: int = 64
+    seed: int = 0
+    progress: bool = True
+
+    def data(self) -> SyntheticScenesDataModule:
+        """The training / validation / test scenes."""
+        return SyntheticScenesDataModule(
+            image_size=self.image_size,
+            train_size=self.train_size,
+            val_size=self.val_size,
+            test_size=self.test_size,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
+
+    def test_set(self) -> EvalSet:
+        """The test scenes that every point is measured on."""
+        return synthetic_eval_set("test", self.test_size, self.image_size, self.seed)
+
+    def task_network(
+        self, data: SyntheticScenesDataModule, root: Path, resume: bool = False
+    ) -> Path:
+        """Train the scene classifier (``<root>/tasknet.ckpt``); returns its checkpoint."""
+        ckpt = root / "tasknet.ckpt"
+        fit_or_reuse(
+            lambda: TaskModule(num_classes=data.num_classes),
+            data,
+            ckpt,
+            self.task_epochs,
+            root,
+            progress=self.progress,
+            resume=resume,
+        )
+        return ckpt
 
 
 def trainer(name: str, epochs: int, root: Path, progress: bool = True) -> pl.Trainer:

@@ -19,7 +19,7 @@ from torch import Tensor
 from codec.errors import CheckpointError
 from codec.facade import Codec
 from eval.metrics import task_metric
-from models.heads import build_task_model, detection_targets, losses_mode, split_task_model
+from models.heads import build_task_model, losses_mode, split_task_model, task_forward
 from training.losses import Distortion, accuracy, rate_distortion
 from training.optim import layer_optimizers, layer_step
 from training.task import load_task_network, task_arch
@@ -113,7 +113,7 @@ class BaseCodecModule(pl.LightningModule):
             net = build_task_model(task, backbone, backbone_weights, num_classes, **options)
         self.codec = Codec.from_split(arch, split_task_model(net, split_at, backbone))
         self.task = task
-        self._frozen: dict[int, tuple[Tensor, Any]] = {}
+        self._frozen: dict[int, tuple[Tensor, Tensor | None]] = {}
         self._val: dict[str, int] = {"bytes": 0, "pixels": 0}
         self._metric = task_metric(task)
         self._rd_history: list[tuple[int, float, float]] = []
@@ -135,18 +135,16 @@ class BaseCodecModule(pl.LightningModule):
             f = torch.stack([self._frozen[k][0] for k in keys]).to(self.device)
             if self.task == "detection":
                 return f, None
-            teacher = torch.stack([self._frozen[k][1] for k in keys]).to(self.device)
-            return f, teacher
+            return f, torch.stack([self._frozen[k][1] for k in keys]).to(self.device)
         f = self.codec.features(batch["image"])
-        if self.task == "detection":
-            teacher = torch.zeros(f.shape[0])
-        else:
+        teacher = None
+        if self.task != "detection":
             with torch.no_grad():
                 teacher = self.codec.back(f)
         if keys is not None:
-            for k, fi, ti in zip(keys, f.cpu(), teacher.cpu(), strict=True):
-                self._frozen[k] = (fi, ti)
-        return f, (None if self.task == "detection" else teacher)
+            for i, k in enumerate(keys):
+                self._frozen[k] = (f[i].cpu(), None if teacher is None else teacher[i].cpu())
+        return f, teacher
 
     def _detector_losses(self, batch: dict[str, Any]) -> Any:
         """The detector's loss pass on decoded features (training mode, frozen batch norms)."""
@@ -154,7 +152,7 @@ class BaseCodecModule(pl.LightningModule):
 
         def run(f_hat: Tensor) -> Any:
             with losses_mode(back):
-                return back(f_hat, detection_targets(batch, f_hat.device))
+                return task_forward(back, "detection", f_hat, batch)
 
         return run
 
