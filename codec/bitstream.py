@@ -10,17 +10,23 @@ Layout, version 1 (integers little-endian; ``varint`` is unsigned LEB128, at mos
       tag        u8        1 input, 2 features
       ndim       u8        1..4
       dims       varint×ndim, each 1..65536; at most 2**28 elements per shape
-    n_sections   u8        1..64
-      kind       u8        1 hyper, 2 base, 3 hyper-enh, 4 enh
+    n_sections   varint    1..262144 (one byte up to 127 sections)
+      kind       u8        1 hyper, 2 base, 3 hyper-enh, 4 enh (an image or an I-frame);
+                           5 motion, 6 inter-hyper, 7 inter (a P-frame, see codec.video)
       frame      varint    0..65535
       length     varint    payload bytes
       crc32      u32       CRC-32 of the payload
     header_crc   u32       CRC-32 of every header byte before it
     payloads               in section order: base sections before enhancement sections
 
+A video sequence is one stream: each frame's sections carry its index, an I-frame has hyper +
+base sections, a P-frame motion + inter-hyper + inter sections (all in the base layer).
+
 :func:`unpack` validates every field, in order, before any tensor is allocated: anything
 malformed, truncated, foreign or inconsistent raises :class:`~codec.errors.BitstreamError`
-with a message that names the problem. Whether a stream fits a *model* (fingerprint, channel
+with a message that names the problem; ``unpack(..., corrupt="mark")`` instead leaves out the
+sections whose payload fails its CRC and lists their frames in ``Stream.corrupt`` (a decoder
+can then skip to the next I-frame). Whether a stream fits a *model* (fingerprint, channel
 count) is checked by :class:`~codec.facade.Codec`.
 """
 
@@ -43,7 +49,7 @@ MAX_SHAPES = 8
 MAX_NDIM = 4
 MAX_DIM = 1 << 16
 MAX_ELEMENTS = 1 << 28
-MAX_SECTIONS = 64
+MAX_SECTIONS = 1 << 18
 MAX_FRAME = (1 << 16) - 1
 MAX_SECTION_BYTES = 1 << 30
 _VARINT_BYTES = 5
@@ -63,6 +69,9 @@ class SectionKind(IntEnum):
     BASE = 2
     HYPER_ENH = 3
     ENH = 4
+    MOTION = 5
+    INTER_HYPER = 6
+    INTER = 7
 
 
 LAYER_OF = {
@@ -70,6 +79,9 @@ LAYER_OF = {
     SectionKind.BASE: "base",
     SectionKind.HYPER_ENH: "enhancement",
     SectionKind.ENH: "enhancement",
+    SectionKind.MOTION: "base",
+    SectionKind.INTER_HYPER: "base",
+    SectionKind.INTER: "base",
 }
 """The layer each kind of section belongs to."""
 
@@ -106,6 +118,8 @@ class Stream:
         header_bytes: size of the header (filled in by :func:`unpack`).
         cut: the stream ends right after its base sections although the header announces
             enhancement sections (read with ``layers="base"``); they are not in ``sections``.
+        corrupt: frames with a section that failed its CRC (read with ``corrupt="mark"``);
+            those sections are not in ``sections``.
     """
 
     fingerprint: bytes
@@ -114,6 +128,7 @@ class Stream:
     version: int = VERSION
     header_bytes: int = field(default=0, compare=False)
     cut: bool = field(default=False, compare=False)
+    corrupt: frozenset[int] = field(default=frozenset(), compare=False)
 
     def has(self, kind: SectionKind, frame: int = 0) -> bool:
         return any(s.kind == kind and s.frame == frame for s in self.sections)
@@ -165,7 +180,7 @@ def pack(stream: Stream) -> bytes:
         _check_shape(ShapeTag(tag).name.lower(), dims)
         head += bytes([tag, len(dims)]) + b"".join(_varint(d) for d in dims)
     _check_order([s.kind for s in stream.sections])
-    head.append(len(stream.sections))
+    head += _varint(len(stream.sections))
     for s in stream.sections:
         if not 0 <= s.frame <= MAX_FRAME or len(s.payload) > MAX_SECTION_BYTES:
             raise BitstreamError(f"section {s.name}: frame or length out of range")
@@ -215,14 +230,18 @@ class _Reader:
         raise BitstreamError(f"malformed header: {what} is not a valid varint")
 
 
-def unpack(data: bytes, layers: str = "all") -> Stream:
+def unpack(data: bytes, layers: str = "all", corrupt: str = "raise") -> Stream:
     """Parse and validate a stream (header, lengths and every section's CRC-32).
 
     With ``layers="base"`` a stream cut right after its base sections is accepted too: the
     result holds the base sections and ``cut=True``. Anything else short is truncated.
+    ``corrupt="mark"`` keeps going past a section whose payload fails its CRC: the section is
+    left out and its frame listed in ``Stream.corrupt`` (the header must still be intact).
     """
     if layers not in ("all", "base"):
         raise ValueError(f"layers must be 'all' or 'base', not {layers!r}")
+    if corrupt not in ("raise", "mark"):
+        raise ValueError(f"corrupt must be 'raise' or 'mark', not {corrupt!r}")
     r = _Reader(data)
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise BitstreamError(
@@ -255,7 +274,7 @@ def unpack(data: bytes, layers: str = "all") -> Stream:
         _check_shape(tag.name.lower(), dims)
         shapes[tag] = dims
 
-    n_sections = r.u8("section count")
+    n_sections = r.varint("section count")
     if not 1 <= n_sections <= MAX_SECTIONS:
         raise BitstreamError(f"malformed header: {n_sections} sections (1..{MAX_SECTIONS})")
     records: list[tuple[SectionKind, int, int, int]] = []
@@ -299,26 +318,32 @@ def unpack(data: bytes, layers: str = "all") -> Stream:
         raise BitstreamError(f"{len(data) - expected} unexpected bytes after the last section")
 
     sections = []
+    bad: set[int] = set()
     pos = header_bytes
     for kind, frame, length, crc in records:
         payload = bytes(data[pos : pos + length])
         pos += length
         if zlib.crc32(payload) != crc:
+            if corrupt == "mark":
+                bad.add(frame)
+                continue
             raise BitstreamError(
-                f"corrupt {kind.name.lower()} section (frame {frame}): CRC-32 mismatch"
+                f"corrupt {Section(kind, b'').name} section (frame {frame}): CRC-32 mismatch"
             )
         sections.append(Section(kind, payload, frame))
-    return Stream(fingerprint, shapes, tuple(sections), version, header_bytes, cut)
+    return Stream(
+        fingerprint, shapes, tuple(sections), version, header_bytes, cut, frozenset(bad)
+    )
 
 
-def read(path: str | os.PathLike[str], layers: str = "all") -> Stream:
-    """Read and validate a ``.fcb`` file (``layers``: see :func:`unpack`)."""
+def read(path: str | os.PathLike[str], layers: str = "all", corrupt: str = "raise") -> Stream:
+    """Read and validate a ``.fcb`` file (``layers``, ``corrupt``: see :func:`unpack`)."""
     try:
         data = Path(path).read_bytes()
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror or e}") from None
     try:
-        return unpack(data, layers)
+        return unpack(data, layers, corrupt)
     except BitstreamError as e:
         raise BitstreamError(f"{path}: {e}") from None
 

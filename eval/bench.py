@@ -6,6 +6,10 @@ compressai's ``GaussianConditional`` with its default scale table
 (``build_indexes`` + ``compress``; ``build_indexes`` + ``decompress``). Reported: median
 encode and decode times, bytes, and the overhead of the bytes over the ideal code length
 −Σlog₂p of the symbols under the exact (unquantized-scale) Gaussian.
+
+``featcodec bench motion``: throughput of :func:`codec.motion.warp` (see
+:func:`bench_motion`) beside a bare ``grid_sample`` on a precomputed grid and a copy of the
+same tensor, in fp32 and fp16, on the CPU and on CUDA when there is one.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import math
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import compressai
 import torch
+import torch.nn.functional as F
 from compressai.entropy_models import GaussianConditional
 from compressai.models.google import get_scale_table
 from torch import Tensor
@@ -144,4 +149,190 @@ def format_entropy(report: dict[str, Any]) -> str:
         f"featcodec / compressai: encode time {ratios['encode_time']:.2f}×, "
         f"decode time {ratios['decode_time']:.2f}×, bytes {ratios['bytes']:.4f}×",
     ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# bench motion
+# --------------------------------------------------------------------------------------------
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_s(fn: Callable[[], Any], repeat: int, device: torch.device, warmup: int = 2) -> float:
+    """Median wall time of ``fn`` in seconds; on CUDA the device is synchronized before the
+    clock starts and before it stops, so queued kernels are counted where they run."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _test_flow(batch: int, size: int, device: torch.device) -> Tensor:
+    """A smooth, sub-pixel, non-integer backward flow (batch, 2, size, size), float32: a small
+    rotation + zoom + shift about the centre, as a latent-space affine motion would be."""
+    from codec.motion import affine_flow
+
+    angle, zoom, c = math.radians(2.0), 1.02, size / 2
+    a = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    a = a / zoom
+    t = torch.tensor([c, c]) - a @ torch.tensor([c, c]) + torch.tensor([1.3, -0.7])
+    theta = torch.cat((a, t[:, None]), dim=1).expand(batch, 2, 3).to(device)
+    return affine_flow(theta, (size, size))
+
+
+def _sampling_grid(flow: Tensor, dtype: torch.dtype) -> Tensor:
+    """The normalized ``grid_sample`` grid (B, S, S, 2) that ``warp`` builds from ``flow``."""
+    h, w = flow.shape[-2:]
+    jx = torch.arange(w, device=flow.device, dtype=torch.float32)
+    iy = torch.arange(h, device=flow.device, dtype=torch.float32)
+    x = (2 * (flow[:, 0] + jx) + 1) / w - 1
+    y = (2 * (flow[:, 1] + iy[:, None]) + 1) / h - 1
+    return torch.stack((x, y), dim=-1).to(dtype)
+
+
+def _motion_rows(
+    ref: Tensor, flow: Tensor, repeat: int
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The ``warp``, ``grid_sample`` and ``copy`` rows of one device and dtype (see
+    :func:`bench_motion`), and notes on the ops that could not run."""
+    from codec.motion import warp
+
+    grid = _sampling_grid(flow, ref.dtype)
+    tensor_bytes = ref.numel() * ref.element_size()
+    ops: dict[str, tuple[Callable[[], Any], int]] = {
+        "warp": (
+            lambda: warp(ref, flow, check=False),
+            2 * tensor_bytes + flow.numel() * flow.element_size(),
+        ),
+        "grid_sample": (
+            lambda: F.grid_sample(ref, grid, mode="bilinear", align_corners=False),
+            2 * tensor_bytes + grid.numel() * grid.element_size(),
+        ),
+        "copy": (ref.clone, 2 * tensor_bytes),
+    }
+    batch = ref.shape[0]
+    rows, notes = [], []
+    for op, (fn, nbytes) in ops.items():
+        try:
+            seconds = _median_s(fn, repeat, ref.device)
+        except RuntimeError as e:  # e.g. a kernel missing for this dtype and device
+            notes.append({"op": op, "reason": " ".join(str(e).split())[:200]})
+            continue
+        rows.append(
+            {
+                "op": op,
+                "ms": 1e3 * seconds,
+                "tensors_per_s": batch / seconds,
+                "gb_per_s": nbytes / seconds / 1e9,
+                "bytes": nbytes,
+            }
+        )
+    copy = next((r["gb_per_s"] for r in rows if r["op"] == "copy"), None)
+    for r in rows:
+        r["pct_of_copy"] = 100 * r["gb_per_s"] / copy if copy else None
+    return rows, notes
+
+
+def bench_motion(
+    batch: int = 8,
+    channels: int = 256,
+    size: int = 56,
+    repeat: int = 5,
+    threads: int = 2,
+    devices: Sequence[str] = ("cpu", "cuda"),
+    dtypes: Sequence[str] = ("fp32", "fp16"),
+    extra_rows: Sequence[dict[str, Any]] = (),
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Warp throughput: ``batch`` tensors of ``channels × size × size``, bilinear.
+
+    For every device and dtype, three rows, each the median of ``repeat`` timed runs after
+    two warm-up runs:
+
+    * ``warp``: ``codec.motion.warp(reference, flow, check=False)``; the flow is float32
+      (positions need it) and sub-pixel everywhere. Bytes counted: the reference read, the
+      prediction written, the flow read (``B·2·S·S·4``). Not counted: the validity mask it
+      also writes (1 byte per position) and its internal sampling grid and coordinates.
+    * ``grid_sample``: ``F.grid_sample`` on a grid precomputed in the tensor's dtype, the
+      floor for any warp. Bytes: reference read, output written, grid read.
+    * ``copy``: ``reference.clone()``, the memory-bandwidth reference (on CUDA a
+      device-to-device copy). Bytes: the reference read and the copy written.
+
+    ``tensors_per_s = batch / time``, ``gb_per_s = bytes / time / 1e9``; ``pct_of_copy`` is a
+    row's GB/s as a percentage of the copy's on the same device and dtype (the issue's target:
+    GPU warp ≥ 60 %). CPU rows use ``threads`` threads. CUDA rows are skipped, with a note, when
+    CUDA is not available. On the CPU, ``warp`` computes fp16 in float32 (see
+    ``codec.motion._sample``), while ``grid_sample`` runs in fp16 directly.
+
+    ``extra_rows``: HOOK for rows measured elsewhere, kept as given and printed with the rest
+    (to come: the whole P-frame encode/decode of ``codec/video.py``). Each is a dict with at
+    least ``op``, ``device``, ``dtype`` and ``ms``; ``tensors_per_s``, ``gb_per_s``,
+    ``bytes`` and ``pct_of_copy`` are optional.
+    """
+    torch.set_num_threads(threads)
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    for name in devices:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            skipped.append({"device": name, "reason": "CUDA is not available"})
+            continue
+        g = torch.Generator(device=device).manual_seed(seed)
+        flow = _test_flow(batch, size, device)
+        for label in dtypes:
+            ref = torch.randn(batch, channels, size, size, generator=g, device=device)
+            found, notes = _motion_rows(ref.to(DTYPES[label]), flow, repeat)
+            rows += [{"device": name, "dtype": label, **r} for r in found]
+            skipped += [{"device": name, "dtype": label, **n} for n in notes]
+    rows += [{"source": "extra", **r} for r in extra_rows]  # HOOK: P-frame encode/decode
+    return {
+        "bench": "motion",
+        "shape": [batch, channels, size, size],
+        "threads": threads,
+        "repeat": repeat,
+        "warmup": 2,
+        "rows": rows,
+        "skipped": skipped,
+        "target_pct_of_copy": 60.0,
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "machine": platform.processor() or platform.machine(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def format_motion_bench(report: dict[str, Any]) -> str:
+    """The warp benchmark as a table, one line per row, skipped rows as notes."""
+    b, c, h, w = report["shape"]
+    lines = [
+        f"warp of {b}×{c}×{h}×{w} tensors (bilinear, float32 flow), {report['threads']} CPU "
+        f"thread(s), median of {report['repeat']} after {report['warmup']} warm-up runs",
+        "",
+        f"{'device':<8}{'dtype':<6}{'op':<13}{'ms/batch':>10}{'tensors/s':>12}{'GB/s':>9}"
+        f"{'% of copy':>11}",
+    ]
+
+    def cell(value: Any, fmt: str, width: int) -> str:
+        return f"{value:>{width}{fmt}}" if isinstance(value, int | float) else f"{'-':>{width}}"
+
+    for r in report["rows"]:
+        lines.append(
+            f"{r['device']:<8}{r['dtype']:<6}{r['op']:<13}{cell(r.get('ms'), '.2f', 10)}"
+            f"{cell(r.get('tensors_per_s'), ',.1f', 12)}{cell(r.get('gb_per_s'), '.2f', 9)}"
+            f"{cell(r.get('pct_of_copy'), '.0f', 10)}{'%' if r.get('pct_of_copy') else ' '}"
+        )
+    for s in report["skipped"]:
+        what = " ".join(s[k] for k in ("device", "dtype", "op") if k in s)
+        lines.append(f"({what} skipped: {s['reason']})")
     return "\n".join(lines)

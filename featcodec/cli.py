@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from codec.errors import FeatcodecError, InputError
+from featcodec import video
 from featcodec.evaluate import add_parsers as add_eval_parsers
 
 
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         "--preview", action="store_true", help="also write the base layer's preview image (PNG)"
     )
     d.set_defaults(func=_decode)
+    video.add_arguments(e, d)
 
     i = sub.add_parser("info", help="print the header and section sizes of .fcb streams")
     i.add_argument("streams", nargs="+")
@@ -85,12 +87,24 @@ def _parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_demo)
 
     b = sub.add_parser("bench", help="benchmarks against a peer, measured in the same run")
-    b.add_argument("which", choices=["entropy"])
-    b.add_argument("--shape", type=int, nargs=3, default=[256, 56, 56], metavar=("C", "H", "W"))
-    b.add_argument("--repeat", type=int, default=5)
-    b.add_argument("--threads", type=int, default=1)
-    b.add_argument("--out", default="runs/bench/entropy.json", help="JSON results file")
-    b.set_defaults(func=_bench)
+    b_sub = b.add_subparsers(dest="which", required=True, metavar="WHICH")
+    be = b_sub.add_parser("entropy", help="entropy coding: featcodec vs compressai")
+    be.add_argument("--shape", type=int, nargs=3, default=[256, 56, 56], metavar=("C", "H", "W"))
+    be.add_argument("--repeat", type=int, default=5)
+    be.add_argument("--threads", type=int, default=1)
+    be.add_argument("--out", default="runs/bench/entropy.json", help="JSON results file")
+    be.set_defaults(func=_bench)
+    bm = b_sub.add_parser("motion", help="warp throughput vs grid_sample and a tensor copy")
+    bm.add_argument("--batch", type=int, default=8, help="tensors per warp call")
+    bm.add_argument("--channels", type=int, default=256)
+    bm.add_argument("--size", type=int, default=56, help="tensors are size × size")
+    bm.add_argument("--repeat", type=int, default=5)
+    bm.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    bm.add_argument(
+        "--devices", nargs="+", default=["cpu", "cuda"], help="CUDA is skipped when absent"
+    )
+    bm.add_argument("--out", default="runs/bench/motion.json", help="JSON results file")
+    bm.set_defaults(func=_bench)
     return p
 
 
@@ -131,6 +145,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _encode(args: argparse.Namespace) -> int:
+    if video.is_video_checkpoint(args.checkpoint):
+        return video.encode(args, _refuse_existing, _progress)
     from codec.facade import bits_per_pixel
     from codec.files import atomic_write
     from featcodec.inputs import IMAGE_SUFFIXES, TENSOR_SUFFIXES, collect, load_input
@@ -167,6 +183,8 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
+    if video.is_video_checkpoint(args.checkpoint):
+        return video.decode(args, _refuse_existing, _prediction)
     import torch
 
     from codec import bitstream
@@ -351,8 +369,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from codec.files import atomic_write
-    from eval.bench import bench_entropy, format_entropy
+    from eval.bench import bench_entropy, bench_motion, format_entropy, format_motion_bench
 
+    if args.which == "motion":
+        sizes = (args.batch, args.channels, args.size, args.repeat, args.threads)
+        if min(sizes) < 1:
+            raise InputError("--batch, --channels, --size, --repeat and --threads must be positive")
+        for name in args.devices:
+            if name.split(":")[0] not in ("cpu", "cuda"):
+                raise InputError(f"--devices: {name!r} is neither cpu nor cuda[:N]")
+        report = bench_motion(*sizes, devices=args.devices)
+        print(format_motion_bench(report))
+        atomic_write(args.out, json.dumps(report, indent=2))
+        print(f"\nresults: {args.out}")
+        return 0
     if min(args.shape) < 1 or args.repeat < 1 or args.threads < 1:
         raise InputError("--shape, --repeat and --threads must be positive")
     report = bench_entropy(tuple(args.shape), repeat=args.repeat, threads=args.threads)

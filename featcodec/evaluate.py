@@ -1,7 +1,9 @@
-"""``featcodec eval rd | eval bd | plot rd``: rate–distortion evaluation from the command line.
+"""``featcodec eval rd | bd | motion | video``, ``plot rd``: evaluation from the command line.
 
 featcodec eval rd RUN_DIR|CKPT ... [--anchors x265-12bit jpeg zstd] -o runs/eval/rd.json
 featcodec eval bd rd.json --anchor x265-12bit
+featcodec eval motion [--image IMG] [--weights DEFAULT] --out runs/motion
+featcodec eval video pframe.ckpt [--motion flow|dis-flow|...] -o runs/video/video.json
 featcodec plot rd rd.json [more.json ...] --anchor x265-12bit -o rd.png
 """
 
@@ -20,7 +22,7 @@ from codec.errors import InputError
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register the ``eval`` and ``plot`` commands."""
-    ev = sub.add_parser("eval", help="measure RD points from real bitstreams; BD-rates")
+    ev = sub.add_parser("eval", help="RD points from real bitstreams, BD-rates, latent motion")
     ev_sub = ev.add_subparsers(dest="what", required=True, metavar="WHAT")
 
     rd = ev_sub.add_parser("rd", help="RD points of codec checkpoints and classical anchors")
@@ -60,6 +62,46 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bd.add_argument("--anchor", required=True, help="the reference curve's codec name")
     bd.add_argument("--method", default="akima", choices=["akima", "pchip"])
     bd.set_defaults(func=eval_bd)
+
+    mo = ev_sub.add_parser(
+        "motion", help="predict a layer's tensor from input motion (Ulhaq & Bajić): NRMSE"
+    )
+    mo.add_argument("--image", help="reference image file (default: a synthetic scene)")
+    mo.add_argument("--image-size", type=int, default=224, help="images are size × size px")
+    mo.add_argument("--backbone", default="resnet34")
+    mo.add_argument("--layer", default="layer2.0", help="split node or module prefix")
+    mo.add_argument("--weights", help="torchvision weights name (DEFAULT, IMAGENET1K_V1)")
+    mo.add_argument("--weights-file", help="a local state_dict (.pth) of the whole backbone")
+    mo.add_argument("--draws", type=int, default=1000, help="random affine transforms")
+    mo.add_argument("--seed", type=int, default=0, help="scene, random init and draws")
+    mo.add_argument("--margin", type=int, default=0, help="latent px dropped near invalid ones")
+    mo.add_argument("--batch-size", type=int, default=32)
+    mo.add_argument("--out", default="runs/motion", help="folder for motion.json, motion.png")
+    mo.add_argument("--device", default="cpu")
+    mo.add_argument("--threads", type=int, help="torch CPU threads")
+    mo.add_argument("--overwrite", action="store_true", help="replace existing results")
+    mo.set_defaults(func=eval_motion)
+
+    vi = ev_sub.add_parser(
+        "video", help="P-frame against I-frame bytes and task accuracy on synthetic clips"
+    )
+    vi.add_argument("checkpoint", help="video codec checkpoint (featcodec train ... pframe.yaml)")
+    vi.add_argument("--clips", type=int, default=50, help="test clips")
+    vi.add_argument("--frames", type=int, default=8, help="frames per clip")
+    vi.add_argument("--image-size", type=int, default=96)
+    vi.add_argument("--intra-period", type=int, default=8)
+    vi.add_argument(
+        "--motion",
+        default="flow",
+        choices=["flow", "affine", "dis-flow", "dis-affine", "none"],
+        help="side information: the clips' known flow or camera affine, or DIS-estimated",
+    )
+    vi.add_argument("--seed", type=int, default=0)
+    vi.add_argument("-o", "--out", default="runs/video/video.json", help="results JSON")
+    vi.add_argument("--device", default="cpu")
+    vi.add_argument("--threads", type=int, help="torch CPU threads")
+    vi.add_argument("--overwrite", action="store_true", help="replace existing results")
+    vi.set_defaults(func=eval_video)
 
     ex = sub.add_parser("experiment", help="experiments from the papers, trained and measured")
     ex_sub = ex.add_subparsers(dest="what", required=True, metavar="WHAT")
@@ -156,6 +198,86 @@ def experiment_scalable(args: argparse.Namespace) -> int:
     print()
     print(format_claims(results))
     print(f"\nrun folder: {args.out} (scalable.json, rd.json); {results['total_s'] / 60:.1f} min")
+    return 0
+
+
+def eval_motion(args: argparse.Namespace) -> int:
+    import torch
+
+    from codec.files import atomic_write
+    from eval.motion import MotionConfig, run_motion
+    from eval.motion_report import (
+        figure_png,
+        format_motion,
+        output_paths,
+        plot_motion,
+        report_json,
+    )
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {args.device} requested but CUDA is not available")
+    json_path, png_path = output_paths(args.out)
+    if not args.overwrite:
+        for p in (json_path, png_path):
+            if p.exists():
+                raise InputError(f"{p} exists (use --overwrite to replace it)")
+    cfg = MotionConfig(
+        backbone=args.backbone,
+        layer=args.layer,
+        weights=args.weights,
+        weights_file=args.weights_file,
+        image=args.image,
+        image_size=args.image_size,
+        draws=args.draws,
+        seed=args.seed,
+        margin=args.margin,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    report = run_motion(cfg)
+    png, text = figure_png(plot_motion(report)), report_json(report)  # both ready first
+    atomic_write(png_path, png)
+    atomic_write(json_path, text)
+    print(format_motion(report))
+    minutes = report["timing_s"]["total"] / 60
+    print(f"\nresults: {json_path}, {png_path} ({minutes:.1f} min)")
+    return 0
+
+
+def eval_video(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from codec.files import atomic_write
+    from codec.video import VideoCodec
+    from eval.video import evaluate_video, format_video
+    from training.datasets import SyntheticClips
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if min(args.clips, args.image_size, args.intra_period) < 1 or args.frames < 2:
+        raise InputError("--clips, --image-size, --intra-period must be ≥ 1 and --frames ≥ 2")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} exists (use --overwrite to replace it)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {args.device} requested but CUDA is not available")
+    codec = VideoCodec.from_checkpoint(args.checkpoint).to(args.device)
+    clips = SyntheticClips("test", args.clips, args.image_size, args.frames, args.seed)
+    start = time.perf_counter()
+    report = evaluate_video(codec, clips, args.intra_period, args.motion)
+    report.update(
+        checkpoint=str(args.checkpoint),
+        image_size=args.image_size,
+        frames=args.frames,
+        seconds=time.perf_counter() - start,
+    )
+    atomic_write(out, json.dumps(report, indent=2))
+    print(format_video(report))
+    print(f"\nresults: {out}")
     return 0
 
 

@@ -19,6 +19,8 @@ from codec.errors import InputError
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
 TENSOR_SUFFIXES = frozenset({".pt", ".npy"})
 STREAM_SUFFIXES = frozenset({".fcb"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
+MAX_FRAMES = 1 << 16
 
 
 def collect(paths: list[str], suffixes: frozenset[str], what: str) -> list[Path]:
@@ -96,3 +98,61 @@ def to_png(image: Tensor) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _same_size(frames: list[Tensor], names: list[str]) -> Tensor:
+    for name, frame in zip(names, frames, strict=True):
+        if frame.shape != frames[0].shape:
+            h0, w0 = frames[0].shape[-2:]
+            h, w = frame.shape[-2:]
+            raise InputError(
+                f"{name} is {w}×{h}, the first frame ({names[0]}) {w0}×{h0}: every frame of a "
+                "sequence must have the same size"
+            )
+    return torch.stack(frames)
+
+
+def load_video(path: Path) -> Tensor:
+    """Every frame of a video file (OpenCV's FFmpeg reader) as ``(T, 3, H, W)`` in [0, 1]."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise InputError(f"{path}: cannot open as a video (unknown container or codec)")
+        frames: list[Tensor] = []
+        while len(frames) < MAX_FRAMES:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            rgb = np.ascontiguousarray(bgr[..., ::-1], dtype=np.float32) / 255.0
+            frames.append(torch.from_numpy(rgb).permute(2, 0, 1).contiguous())
+    finally:
+        capture.release()
+    if not frames:
+        raise InputError(f"{path}: the video holds no readable frame")
+    return _same_size(frames, [f"{path} frame {i}" for i in range(len(frames))])
+
+
+def load_frames(path: Path) -> Tensor:
+    """A sequence ``(T, 3, H, W)`` in [0, 1]: the images of a folder in natural order
+    (``2.png`` before ``10.png``), or the frames of a video file."""
+    from training.datasets.files import natural_key
+
+    if path.is_dir():
+        files = [f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+        if not files:
+            raise InputError(
+                f"{path}: folder holds no frames ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
+        if len(files) > MAX_FRAMES:
+            raise InputError(f"{path}: {len(files)} frames, a sequence holds at most {MAX_FRAMES}")
+        files.sort(key=lambda f: natural_key(f.name))
+        return _same_size([load_image(f) for f in files], [str(f) for f in files])
+    if not path.is_file():
+        raise InputError(f"no such file or folder: {path}")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(
+            f"{path}: not a folder of frames or a video file ({', '.join(sorted(VIDEO_SUFFIXES))})"
+        )
+    return load_video(path)

@@ -21,11 +21,11 @@ from codec.facade import Codec
 from eval.metrics import task_metric
 from models.heads import build_task_model, losses_mode, split_task_model, task_forward
 from training.losses import Distortion, accuracy, rate_distortion
-from training.optim import layer_optimizers, layer_step
+from training.optim import TrainsInTrainMode, layer_optimizers, layer_step
 from training.task import load_task_network, task_arch
 
 
-class BaseCodecModule(pl.LightningModule):
+class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
     """Train a :class:`~codec.facade.Codec`'s base layer at one rate–distortion trade-off.
 
     Args:

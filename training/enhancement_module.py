@@ -26,7 +26,7 @@ from codec.facade import Codec
 from codec.preview import reconstruction_distortion
 from eval.metrics import task_metric
 from models.heads import task_loss
-from training.optim import layer_optimizers, layer_step
+from training.optim import TrainsInTrainMode, layer_optimizers, layer_step
 
 TARGET_CHANNELS = {
     "reconstruction": lambda classes: 3,
@@ -36,7 +36,7 @@ TARGET_CHANNELS = {
 """Targets an enhancement layer can be trained for → its output channels (given the classes)."""
 
 
-class EnhancementModule(pl.LightningModule):
+class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
     """Train the enhancement layer in front of a frozen base.
 
     Args:

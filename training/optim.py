@@ -39,3 +39,15 @@ def layer_step(module: pl.LightningModule, loss: Tensor, layer: nn.Module) -> Te
     aux_opt.step()
     module.lr_schedulers().step()
     return aux
+
+
+class TrainsInTrainMode:
+    """Mixin for codec modules: start fitting in train mode whatever mode the module came in.
+
+    Lightning keeps the mode a module arrives in, and compressai's entropy models in eval mode
+    round their inputs without a straight-through gradient: a module put in eval mode before
+    ``fit`` (to measure it, say) would train with no rate gradient at all.
+    """
+
+    def on_train_start(self) -> None:
+        self.train()  # type: ignore[attr-defined]

@@ -1122,3 +1122,30 @@ class SyntheticScenesDataModule(pl.LightningDataModule):
             self.setup("test")
         assert self.test_set is not None
         return self._loader(self.test_set, shuffle=False)
+
+
+class SyntheticClipsDataModule(SyntheticScenesDataModule):
+    """Train / val / test splits of ``SyntheticClips`` (``num_frames`` frames each, with the
+    known backward flow and camera motion), batched with ``collate_clips`` to (B, T, ...)."""
+
+    def __init__(
+        self,
+        image_size: int = 128,
+        num_frames: int = 4,
+        train_size: int = 500,
+        val_size: int = 50,
+        test_size: int = 100,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(image_size, train_size, val_size, test_size, batch_size, num_workers, seed)
+        self.save_hyperparameters()
+        if num_frames < 2:
+            raise ValueError(
+                f"clips need at least 2 frames (an I-frame and a P-frame), not {num_frames}"
+            )
+        self.num_frames = num_frames
+
+    def _make(self, split: str, size: int) -> SyntheticClips:  # type: ignore[override]
+        return SyntheticClips(split, size, self.image_size, self.num_frames, self.seed)

@@ -1,0 +1,604 @@
+"""Inter-frame coding of feature tensors: I-frames and motion-compensated P-frames.
+
+A P-frame's tensor is mostly the previous tensor, moved (:mod:`codec.motion`). The server
+predicts it from the last tensor it *decoded*, with the input motion the edge sent as side
+information (:mod:`codec.edge_motion`), and only the unpredictable part costs bits::
+
+    frame 0 (I):  x₀ ─front─▶ F₀ ─ intra codec (the base layer) ─▶ bits ─▶ F̂₀
+    frame t (P):  motion v_t (metadata affine, or DIS flow of x_{t−1} → x_t) ─▶ side info
+                  F̃_t, mask = warp(F̂_{t−1}, ṽ_t),  ṽ_t = v_t(s·x, s·y)/s
+                  x_t ─front─▶ F_t ─ g_a(F_t, F̃_t) ─▶ Y ─▶ Z ─▶ bits
+                  (μ, σ) = e(h_s(Ẑ), c(F̃_t, mask));   F̂_t = F̃_t + g_s(Ŷ, c'(F̃_t, mask))
+
+:class:`PFrameCodec` codes ``F_t`` given the prediction in one of two ways:
+
+* ``conditional=True`` (the default): the prediction conditions the analysis, the entropy
+  parameters and the synthesis (contexts built from ``F̃_t`` and the validity mask), in the
+  way the enhancement layer conditions on the base (:mod:`codec.enhancement`);
+* ``conditional=False``: the residual ``F_t − F̃_t`` is coded with a plain hyperprior and
+  added back.
+
+Which of the two is the default was settled by measuring both (README, "Video"). A sequence
+is one ``.fcb`` stream: every section carries its frame index, an I-frame has ``hyper`` and
+``base`` sections (decodable by the intra codec alone), a P-frame ``motion``, ``inter-hyper``
+and ``inter`` sections. A corrupt frame is reported by index, and decoding can resume at the
+next I-frame (:meth:`VideoCodec.decode_sequence`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from codec.bitstream import (
+    MAX_FRAME,
+    Section,
+    SectionKind,
+    ShapeTag,
+    Stream,
+    pack,
+    unpack,
+)
+from codec.edge_motion import (
+    AffineMotion,
+    Motion,
+    MotionCoder,
+    estimate_flow,
+    global_affine,
+    latent_motion,
+)
+from codec.entropy import FactorizedCoder, GaussianCoder
+from codec.errors import BitstreamError, CheckpointError, InputError
+from codec.facade import CHECKPOINT_FORMAT, Codec, _check_rans, load_checkpoint, weights_digest
+from codec.files import atomic_path
+from codec.motion import warp
+from models.blocks import ResidualBottleneck, conv, deconv
+
+MOTION_SOURCES = ("dis-flow", "dis-affine", "flow", "affine", "none")
+"""Where a P-frame's motion comes from: OpenCV DIS flow between the input frames (sent as a
+coarse flow field, or reduced to a robust global affine), a dense flow or affine the caller
+knows (metadata), or no motion (identity affine, the no-motion baseline)."""
+
+DEFAULT_INTER: dict[str, Any] = {
+    "N": 64,
+    "M": 64,
+    "downsample": 1,
+    "hyper_downsample": 2,
+    "conditional": True,
+}
+DEFAULT_MOTION: dict[str, Any] = {"block": 16, "step": 0.25}
+
+
+# ---------------------------------------------------------------------------------------------
+# The P-frame codec
+# ---------------------------------------------------------------------------------------------
+
+
+def _round(x: Tensor) -> Tensor:
+    """Rounding with a straight-through gradient (the decoder rounds too)."""
+    return x + (torch.round(x) - x).detach()
+
+
+@dataclass
+class PFrameOutput:
+    """Training pass: the reconstruction ``F̂_t`` and the latents' likelihoods."""
+
+    features_hat: Tensor
+    likelihoods: dict[str, Tensor]
+
+
+@dataclass
+class PFrameCode:
+    """One rANS string per batch element for ``Ŷ`` (``y``) and ``Ẑ`` (``z``), and the
+    reconstruction the decoder will compute (the next frame's reference)."""
+
+    y: list[bytes]
+    z: list[bytes]
+    features_hat: Tensor
+
+
+def _down(in_channels: int, out_channels: int, stages: int) -> nn.Sequential:
+    layers: list[nn.Module] = [conv(in_channels, out_channels, 3, 1)]
+    for _ in range(stages):
+        layers += [nn.ReLU(inplace=True), conv(out_channels, out_channels)]
+    return nn.Sequential(*layers)
+
+
+class PFrameCodec(nn.Module):
+    """Codes a feature tensor ``F_t`` given its motion-compensated prediction ``F̃_t``.
+
+    Args:
+        channels: channels ``C`` of the feature tensor.
+        N: width of the transforms and channels of ``Z``.
+        M: channels of the latent ``Y``.
+        downsample: stride-2 stages of ``g_a`` (the latent is ``2^downsample`` coarser).
+        hyper_downsample: stride-2 stages of ``h_a``.
+        conditional: condition on the prediction (analysis, entropy parameters, synthesis);
+            ``False`` codes the residual ``F_t − F̃_t`` with a plain hyperprior.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        N: int = 64,
+        M: int = 64,
+        downsample: int = 1,
+        hyper_downsample: int = 1,
+        conditional: bool = True,
+    ) -> None:
+        super().__init__()
+        if min(channels, N, M) < 1 or downsample < 0 or hyper_downsample < 0:
+            raise ValueError("PFrameCodec: channels must be ≥ 1 and stage counts ≥ 0")
+        self.conditional = conditional
+        self.downsample, self.hyper_downsample = downsample, hyper_downsample
+        context = channels + 1  # the prediction and its validity mask
+        g_a: list[nn.Module] = [conv(channels + (context if conditional else 0), N, 3, 1)]
+        g_a.append(ResidualBottleneck(N))
+        g_s: list[nn.Module] = [conv(M, N, 3, 1), ResidualBottleneck(N)]
+        for _ in range(downsample):
+            g_a += [conv(N, N), ResidualBottleneck(N)]
+            g_s += [deconv(N, N), ResidualBottleneck(N)]
+        g_a.append(conv(N, M, 3, 1))
+        self.g_a, self.g_s = nn.Sequential(*g_a), nn.Sequential(*g_s)
+        out = [conv(N + (context if conditional else 0), N, 3, 1), ResidualBottleneck(N)]
+        self.g_out = nn.Sequential(*out, conv(N, channels, 3, 1))
+        nn.init.zeros_(self.g_out[-1].weight)  # start as F̂ = F̃: the prediction as it is
+        nn.init.zeros_(self.g_out[-1].bias)
+        h_a: list[nn.Module] = [conv(M, N, 3, 1)]
+        h_s: list[nn.Module] = []
+        for _ in range(hyper_downsample):
+            h_a += [nn.ReLU(inplace=True), conv(N, N)]
+            h_s += [deconv(N, N), nn.ReLU(inplace=True)]
+        self.h_a, self.h_s = nn.Sequential(*h_a), nn.Sequential(*h_s, conv(N, N, 3, 1))
+        self.context_params = _down(context, N, downsample) if conditional else None
+        self.params = nn.Sequential(
+            conv((2 if conditional else 1) * N, 2 * M, 1, 1),
+            nn.ReLU(inplace=True),
+            conv(2 * M, 2 * M, 1, 1),
+        )
+        self.entropy_z = FactorizedCoder(N)
+        self.entropy_y = GaussianCoder()
+
+    @property
+    def multiple(self) -> int:
+        """Feature sizes are padded to a multiple of this."""
+        return 2 ** (self.downsample + self.hyper_downsample)
+
+    def _pad(self, t: Tensor) -> Tensor:
+        h, w = t.shape[-2:]
+        m = self.multiple
+        return F.pad(t, (0, (-w) % m, 0, (-h) % m))
+
+    def hyper_size(self, h: int, w: int) -> tuple[int, int]:
+        m = self.multiple
+        return -(-h // m), -(-w // m)
+
+    @staticmethod
+    def _context(prediction: Tensor, mask: Tensor) -> Tensor:
+        return torch.cat([prediction, mask.to(prediction.dtype)], 1)
+
+    def _analysis(self, f: Tensor, prediction: Tensor, context: Tensor) -> Tensor:
+        x = torch.cat([f, context], 1) if self.conditional else f - prediction
+        return self.g_a(self._pad(x))
+
+    def _entropy_params(self, z_hat: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        hyper = self.h_s(z_hat)
+        if self.context_params is not None:
+            hyper = torch.cat([hyper, self.context_params(self._pad(context))], 1)
+        scales, means = self.params(hyper).chunk(2, 1)
+        return scales, means
+
+    def _synthesis(self, y_hat: Tensor, prediction: Tensor, context: Tensor) -> Tensor:
+        h, w = prediction.shape[-2:]
+        x = self.g_s(y_hat)[..., :h, :w]
+        if self.conditional:
+            x = torch.cat([x, context], 1)
+        return prediction + self.g_out(x)
+
+    def forward(self, f: Tensor, prediction: Tensor, mask: Tensor) -> PFrameOutput:
+        """Training pass on features ``f``, the prediction and its mask (B, 1, h, w)."""
+        context = self._context(prediction, mask)
+        y = self._analysis(f, prediction, context)
+        z = self.h_a(y)
+        _, z_likelihoods = self.entropy_z(z)
+        medians = self.entropy_z._get_medians().reshape(1, -1, 1, 1)
+        z_hat = _round(z - medians) + medians
+        scales, means = self._entropy_params(z_hat, context)
+        _, y_likelihoods = self.entropy_y(y, scales, means)
+        y_hat = _round(y - means) + means
+        f_hat = self._synthesis(y_hat, prediction, context)
+        return PFrameOutput(f_hat, {"y": y_likelihoods, "z": z_likelihoods})
+
+    def aux_loss(self) -> Tensor:
+        return self.entropy_z.loss()
+
+    @torch.no_grad()
+    def compress(self, f: Tensor, prediction: Tensor, mask: Tensor) -> PFrameCode:
+        """Entropy-code ``f`` (B, C, h, w) given the prediction; also returns ``F̂``."""
+        context = self._context(prediction, mask)
+        y = self._analysis(f, prediction, context)
+        z = self.h_a(y)
+        z_strings = self.entropy_z.encode(z)
+        z_hat = self.entropy_z.decode(z_strings, tuple(z.shape[-2:]))
+        scales, means = self._entropy_params(z_hat, context)
+        y_strings = self.entropy_y.encode(y, scales, means)
+        y_hat = torch.round(y - means) + means
+        return PFrameCode(y_strings, z_strings, self._synthesis(y_hat, prediction, context))
+
+    @torch.no_grad()
+    def decompress(
+        self, y_strings: list[bytes], z_strings: list[bytes], prediction: Tensor, mask: Tensor
+    ) -> Tensor:
+        """``F̂`` from the strings and the same prediction and mask as the encoder's."""
+        context = self._context(prediction, mask)
+        z_hat = self.entropy_z.decode(z_strings, self.hyper_size(*prediction.shape[-2:]))
+        scales, means = self._entropy_params(z_hat, context)
+        y_hat = self.entropy_y.decode(y_strings, scales, means)
+        return self._synthesis(y_hat, prediction, context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequences
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DecodedFrame:
+    """One decoded frame: ``kind`` "I" or "P", features ``(1, C, h, w)``, the task output,
+    and the frame's bytes in the stream (for a P-frame, ``motion_bytes`` of them are side
+    information)."""
+
+    index: int
+    kind: str
+    features: Tensor
+    output: Any
+    bytes: int
+    motion_bytes: int = 0
+
+
+@dataclass
+class DecodedSequence:
+    """Every frame of a stream in order; a frame that could not be decoded is ``None`` and
+    ``errors`` says why (only with ``on_error="resume"``)."""
+
+    frames: list[DecodedFrame | None]
+    stream: Stream
+    errors: dict[int, str] = field(default_factory=dict)
+
+
+def frame_kinds(stream: Stream) -> list[str]:
+    """ "I" or "P" for each frame of a sequence stream (frames are numbered 0..T−1). A frame
+    whose sections were all lost to corruption is "?"."""
+    present: dict[int, set[SectionKind]] = {}
+    for s in stream.sections:
+        present.setdefault(s.frame, set()).add(s.kind)
+    count = max([*present, *stream.corrupt], default=-1) + 1
+    kinds = []
+    for t in range(count):
+        have = present.get(t, set())
+        if have & {SectionKind.HYPER, SectionKind.BASE}:
+            kinds.append("I")
+        elif have & {SectionKind.MOTION, SectionKind.INTER_HYPER, SectionKind.INTER}:
+            kinds.append("P")
+        elif t in stream.corrupt:
+            kinds.append("?")
+        else:
+            raise BitstreamError(f"frame {t} is missing from the sequence")
+    return kinds
+
+
+class VideoCodec(nn.Module):
+    """I-frames through the intra :class:`~codec.facade.Codec` (the base layer, frozen),
+    P-frames through :class:`PFrameCodec` with motion side information.
+
+    Args:
+        intra: the intra codec (task network split + base layer).
+        inter: architecture of the P-frame codec (:data:`DEFAULT_INTER` keys).
+        motion: side-information settings (``block``, ``step``; see
+            :class:`codec.edge_motion.MotionCoder`).
+    """
+
+    def __init__(
+        self,
+        intra: Codec,
+        inter: dict[str, Any] | None = None,
+        motion: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.inter_arch = {**DEFAULT_INTER, **(inter or {})}
+        self.motion_arch = {**DEFAULT_MOTION, **(motion or {})}
+        self.intra = intra
+        for p in intra.parameters():
+            p.requires_grad_(False)
+        self.inter = PFrameCodec(intra.channels, **self.inter_arch)
+        self.coder = MotionCoder(**self.motion_arch)
+        self.stride = intra.stride
+        self.channels = intra.channels
+        self.train()
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        return {
+            "intra": copy.deepcopy(self.intra.arch),
+            "inter": dict(self.inter_arch),
+            "motion": dict(self.motion_arch),
+        }
+
+    def train(self, mode: bool = True) -> VideoCodec:
+        super().train(mode)
+        self.intra.eval()
+        return self
+
+    @property
+    def fingerprint(self) -> bytes:
+        """Hash of the whole model (the intra codec's architecture and weights included)."""
+        return weights_digest(self.arch, self.state_dict())
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.inter.parameters()).device
+
+    # motion ---------------------------------------------------------------------------------
+
+    def edge_motion(
+        self,
+        source: str,
+        reference: Tensor,
+        target: Tensor,
+        flow: Tensor | None = None,
+        theta: Tensor | None = None,
+    ) -> Motion:
+        """The motion of frame ``target`` (3, H, W) from ``reference`` as the edge sends it
+        (quantized). ``flow`` (2, H, W) / ``theta`` (2, 3) are the caller's known motion for
+        the sources "flow" / "affine"."""
+        if source not in MOTION_SOURCES:
+            raise InputError(f"unknown motion source {source!r}; expected one of {MOTION_SOURCES}")
+        if source == "flow":
+            if flow is None:
+                raise InputError("motion source 'flow' needs the frames' flow")
+            motion: Motion = self.coder.coarse(flow.detach().float().cpu())
+        elif source == "affine":
+            if theta is None:
+                raise InputError("motion source 'affine' needs the frames' affine transforms")
+            motion = AffineMotion(theta.detach().float().cpu().reshape(2, 3))
+        elif source == "none":
+            motion = AffineMotion(torch.eye(2, 3))
+        else:
+            dense = estimate_flow(reference.detach().cpu(), target.detach().cpu())
+            if source == "dis-flow":
+                motion = self.coder.coarse(dense[0])
+            else:
+                motion = AffineMotion(global_affine(dense)[0])
+        return self.coder.quantize(motion)
+
+    def predict(
+        self, reference: Tensor, motion: Motion, input_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Warp the decoded ``reference`` (1, C, h, w) with ``motion``: prediction and mask."""
+        size = tuple(reference.shape[-2:])
+        flow = latent_motion(motion, self.stride, size, input_size).to(reference.device)
+        return warp(reference, flow.to(reference.dtype), check=False)
+
+    # coding ---------------------------------------------------------------------------------
+
+    def _frames(self, frames: Tensor | Sequence[Tensor]) -> list[Tensor]:
+        items = list(frames) if not isinstance(frames, Tensor) else list(frames.unbind(0))
+        if not items:
+            raise InputError("a sequence needs at least one frame")
+        if len(items) > MAX_FRAME + 1:
+            raise InputError(f"a sequence holds at most {MAX_FRAME + 1} frames, not {len(items)}")
+        first = tuple(items[0].shape)
+        out = []
+        for t, x in enumerate(items):
+            if tuple(x.shape) != first:
+                raise InputError(
+                    f"frame {t} has shape {tuple(x.shape)}, frame 0 {first}: every frame of a "
+                    "sequence must have the same size"
+                )
+            out.append(self.intra._check_input(x, 3, f"frame {t}"))
+        return out
+
+    @torch.no_grad()
+    def encode_sequence(
+        self,
+        frames: Tensor | Sequence[Tensor],
+        intra_period: int = 8,
+        motion: str = "dis-flow",
+        flows: Tensor | None = None,
+        affines: Tensor | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> bytes:
+        """Code frames (T, 3, H, W) in [0, 1] into one stream: frame ``t`` is an I-frame when
+        ``t % intra_period == 0``, else a P-frame predicted from frame ``t − 1`` as decoded.
+
+        ``motion`` is one of :data:`MOTION_SOURCES`; ``flows`` (T, 2, H, W) / ``affines``
+        (T, 2, 3) give frame ``t``'s backward motion to frame ``t − 1`` for "flow" / "affine".
+        ``progress`` is called with each frame index once it is coded.
+        """
+        if isinstance(intra_period, bool) or not isinstance(intra_period, int) or intra_period < 1:
+            raise InputError(f"the intra period must be an integer ≥ 1, not {intra_period!r}")
+        xs = self._frames(frames)
+        for name, given, want in (("flows", flows, "flow"), ("affines", affines, "affine")):
+            if motion == want and (given is None or len(given) != len(xs)):
+                n = "none" if given is None else len(given)
+                raise InputError(f"motion {want!r} needs {name} for all {len(xs)} frames ({n})")
+        device = self._device
+        H, W = xs[0].shape[-2:]
+        sections: list[Section] = []
+        reference: Tensor | None = None
+        for t, x in enumerate(xs):
+            f = self.intra.features(x.to(device))
+            if t % intra_period == 0:
+                code = self.intra.base.compress(f)
+                sections += [
+                    Section(SectionKind.HYPER, code.z[0], t),
+                    Section(SectionKind.BASE, code.y[0], t),
+                ]
+                h, w = f.shape[-2:]
+                reference = self.intra.base.g_s(code.y_hat)[..., :h, :w]
+            else:
+                assert reference is not None
+                m = self.edge_motion(
+                    motion,
+                    xs[t - 1][0],
+                    x[0],
+                    None if flows is None else flows[t],
+                    None if affines is None else affines[t],
+                )
+                prediction, mask = self.predict(reference, m, (H, W))
+                pcode = self.inter.compress(f, prediction, mask)
+                sections += [
+                    Section(SectionKind.MOTION, self.coder.encode(m), t),
+                    Section(SectionKind.INTER_HYPER, pcode.z[0], t),
+                    Section(SectionKind.INTER, pcode.y[0], t),
+                ]
+                reference = pcode.features_hat
+            if progress is not None:
+                progress(t)
+        shapes = {ShapeTag.INPUT: (3, H, W), ShapeTag.FEATURES: tuple(f.shape[1:])}
+        return pack(Stream(self.fingerprint, shapes, tuple(sections)))
+
+    def check_stream(self, stream: Stream) -> tuple[int, int]:
+        """Raise :class:`BitstreamError` unless this model can decode ``stream``."""
+        if stream.fingerprint != self.fingerprint:
+            raise BitstreamError(
+                f"stream was written by model {stream.fingerprint.hex()}, "
+                f"this checkpoint is {self.fingerprint.hex()}"
+            )
+        c, h, w = stream.shape(ShapeTag.FEATURES)
+        if c != self.channels:
+            raise BitstreamError(f"stream has {c} feature channels, the model {self.channels}")
+        if any(s.kind in (SectionKind.HYPER_ENH, SectionKind.ENH) for s in stream.sections):
+            raise BitstreamError("a sequence stream cannot carry enhancement sections")
+        return h, w
+
+    def _decode_frame(
+        self, stream: Stream, t: int, kind: str, reference: Tensor | None, size: tuple[int, int]
+    ) -> tuple[Tensor, int]:
+        """Decode frame ``t``: its features and motion bytes; BitstreamError names the frame."""
+        try:
+            if kind == "I":
+                y, z = stream.section(SectionKind.BASE, t), stream.section(SectionKind.HYPER, t)
+                for k, payload in ((SectionKind.HYPER, z), (SectionKind.BASE, y)):
+                    _check_rans(k, payload)
+                return self.intra.base.decompress([y], [z], size)[0], 0
+            if reference is None:
+                raise BitstreamError("a P-frame without a decoded frame before it to predict from")
+            payload = stream.section(SectionKind.MOTION, t)
+            y = stream.section(SectionKind.INTER, t)
+            z = stream.section(SectionKind.INTER_HYPER, t)
+            for k, data in ((SectionKind.INTER_HYPER, z), (SectionKind.INTER, y)):
+                _check_rans(k, data)
+            _, H, W = stream.shape(ShapeTag.INPUT)
+            motion = self.coder.decode(payload, (H, W))
+            prediction, mask = self.predict(reference, motion, (H, W))
+            return self.inter.decompress([y], [z], prediction, mask), len(payload)
+        except BitstreamError as e:
+            frame = {"I": "I-frame", "P": "P-frame"}.get(kind, "frame")
+            raise BitstreamError(f"frame {t} ({frame}): {e}") from None
+
+    @torch.no_grad()
+    def decode_sequence(
+        self,
+        data: bytes | Stream,
+        on_error: str = "raise",
+        progress: Callable[[int], None] | None = None,
+    ) -> DecodedSequence:
+        """Decode every frame of a sequence stream.
+
+        ``on_error="raise"`` stops at the first frame that cannot be decoded with a
+        :class:`BitstreamError` naming it; ``"resume"`` records the error, leaves that frame
+        and the P-frames that depend on it ``None``, and resumes at the next I-frame.
+        """
+        if on_error not in ("raise", "resume"):
+            raise InputError(f"on_error must be 'raise' or 'resume', not {on_error!r}")
+        if isinstance(data, bytes | bytearray):
+            stream = unpack(data, corrupt="mark" if on_error == "resume" else "raise")
+        else:
+            stream = data
+        size = self.check_stream(stream)
+        kinds = frame_kinds(stream)
+        sizes: dict[int, int] = {}
+        for s in stream.sections:
+            sizes[s.frame] = sizes.get(s.frame, 0) + len(s.payload)
+        frames: list[DecodedFrame | None] = []
+        errors: dict[int, str] = {}
+        reference: Tensor | None = None
+        for t, kind in enumerate(kinds):
+            if kind == "P" and t > 0 and frames[t - 1] is None:
+                frames.append(None)  # its reference was lost: skip to the next I-frame
+                continue
+            try:
+                if t in stream.corrupt:
+                    raise BitstreamError(
+                        f"frame {t} ({'P-frame' if kind == 'P' else 'frame'}): a section "
+                        "failed its CRC-32 check (corrupt data)"
+                    )
+                features, motion_bytes = self._decode_frame(stream, t, kind, reference, size)
+            except BitstreamError as e:
+                if on_error == "raise":
+                    raise
+                later = [k for k in range(t + 1, len(kinds)) if kinds[k] == "I"]
+                where = f"frame {later[0]}" if later else "no later I-frame"
+                errors[t] = f"{e}; resuming at the next I-frame ({where})"
+                frames.append(None)
+                reference = None
+                continue
+            reference = features
+            frames.append(
+                DecodedFrame(
+                    t, kind, features, self.intra.back(features), sizes.get(t, 0), motion_bytes
+                )
+            )
+            if progress is not None:
+                progress(t)
+        for t, frame in enumerate(frames):  # P-frames after a lost frame had no reference
+            if frame is None and t not in errors:
+                errors[t] = f"frame {t} (P-frame): skipped, its reference frame was lost"
+        return DecodedSequence(frames, stream, errors)
+
+    # checkpoints ----------------------------------------------------------------------------
+
+    def checkpoint_entry(self, state_prefix: str) -> dict[str, Any]:
+        """The ``featcodec`` entry that makes a checkpoint loadable by :meth:`from_checkpoint`."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "video",
+            "arch": self.arch,
+            "state_prefix": state_prefix,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write a standalone checkpoint."""
+        with atomic_path(path) as tmp:
+            torch.save(
+                {"featcodec": self.checkpoint_entry(""), "state_dict": self.state_dict()}, tmp
+            )
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike[str]) -> VideoCodec:
+        """Rebuild a video codec from a checkpoint alone."""
+        ckpt = load_checkpoint(path, kind="video")
+        meta = ckpt["featcodec"]
+        try:
+            arch = meta["arch"]
+            codec = cls(Codec.build(arch["intra"]), arch["inter"], arch["motion"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: cannot rebuild the architecture ({e})") from None
+        prefix = meta.get("state_prefix", "")
+        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+        try:
+            codec.load_state_dict(state)
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CheckpointError(
+                f"{path}: weights do not fit the architecture ({first})"
+            ) from None
+        return codec.eval()

@@ -1,0 +1,165 @@
+"""Training the P-frame codec of :mod:`codec.video` on clips, the intra codec frozen.
+
+Each clip of ``T`` frames is coded the way the encoder codes it: frame 0 through the frozen
+intra codec (the base layer, rounded as the decoder sees it), then frames ``1..T−1`` as a
+chain of P-frames, each predicted from the previous *reconstruction* with the quantized
+motion side information the edge would send (so the codec learns to correct its own drift).
+The loss averages ``λ·d + R`` over the P-frames: ``R`` the estimated bits of the P-frame
+latents per input pixel (the side information's bits do not depend on the weights), ``d`` the
+task distortion of :func:`training.losses.task_distortion` on ``back(F̂_t)`` ("distill": to
+the uncompressed network's output, the default; "task": to the frame's ground truth) or
+``"mse"``, the squared error of the features.
+
+Motion (``motion``): ``"flow"`` the clips' known dense flow sent as a coarse field,
+``"affine"`` the known camera motion (metadata) sent as an affine, ``"dis-flow"`` /
+``"dis-affine"`` motion estimated from the frames with OpenCV DIS (see
+:mod:`codec.edge_motion`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from codec.edge_motion import camera_affine, latent_motion
+from codec.entropy import bits
+from codec.facade import Codec
+from codec.motion import warp
+from codec.video import MOTION_SOURCES, VideoCodec
+from eval.metrics import task_metric
+from models.heads import task_of
+from training.losses import task_distortion
+from training.optim import TrainsInTrainMode, layer_optimizers, layer_step
+
+_FRAME_FIELDS = {"images": "image", "labels": "label", "masks": "mask", "depths": "depth"}
+
+
+def frame_batch(batch: dict[str, Any], t: int) -> dict[str, Any]:
+    """Frame ``t`` of a clip batch as a scene batch (``image``, ``label``, ...)."""
+    return {single: batch[many][:, t] for many, single in _FRAME_FIELDS.items() if many in batch}
+
+
+class PFrameModule(TrainsInTrainMode, pl.LightningModule):
+    """Train :class:`~codec.video.PFrameCodec` behind a frozen intra codec.
+
+    Args:
+        base_checkpoint: the intra codec (a ``BaseCodecModule`` checkpoint).
+        N, M, downsample, hyper_downsample, conditional: the P-frame codec's architecture.
+        motion: one of "flow", "affine", "dis-flow", "dis-affine" (see the module docs).
+        block, step: coarse-flow side information: cell size (input px) and step (px).
+        lmbda: weight of the distortion.
+        distortion: "distill", "task" or "mse".
+        lr, aux_lr: learning rates of the codec and of its quantile (aux) optimizer.
+    """
+
+    def __init__(
+        self,
+        base_checkpoint: str,
+        N: int = 64,
+        M: int = 64,
+        downsample: int = 1,
+        hyper_downsample: int = 2,
+        conditional: bool = True,
+        motion: str = "flow",
+        block: int = 16,
+        step: float = 0.25,
+        lmbda: float = 1.0,
+        distortion: str = "distill",
+        lr: float = 1e-3,
+        aux_lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        if motion not in MOTION_SOURCES or motion == "none":
+            raise ValueError(
+                f"unknown training motion {motion!r}; use flow, affine, dis-flow, dis-affine"
+            )
+        if distortion not in ("distill", "task", "mse"):
+            raise ValueError(f"unknown distortion {distortion!r}; use distill, task or mse")
+        inter = {
+            "N": N,
+            "M": M,
+            "downsample": downsample,
+            "hyper_downsample": hyper_downsample,
+            "conditional": conditional,
+        }
+        self.codec = VideoCodec(
+            Codec.from_checkpoint(base_checkpoint), inter, {"block": block, "step": step}
+        )
+        self.task = task_of(self.codec.intra.arch)
+
+    def train(self, mode: bool = True) -> PFrameModule:
+        super().train(mode)
+        self.codec.intra.eval()
+        return self
+
+    def _predict(self, batch: dict[str, Any], t: int, reference: Tensor) -> tuple[Tensor, Tensor]:
+        """Predict frame ``t`` of every clip from ``reference`` with the motion the decoder
+        gets (quantized side information)."""
+        images, source = batch["images"], self.hparams.motion
+        size, input_size = tuple(reference.shape[-2:]), tuple(images.shape[-2:])
+        flows = []
+        for b in range(images.shape[0]):
+            theta = camera_affine(batch["camera"][b], t) if source == "affine" else None
+            flow = batch["flow"][b, t] if source == "flow" else None
+            m = self.codec.edge_motion(source, images[b, t - 1], images[b, t], flow, theta)
+            flows.append(latent_motion(m, self.codec.stride, size, input_size))
+        return warp(reference, torch.cat(flows).to(reference), check=False)
+
+    def _distortion(self, f_hat: Tensor, f: Tensor, frame: dict[str, Any]) -> tuple[Tensor, Any]:
+        back = self.codec.intra.back
+        output = back(f_hat)
+        if self.hparams.distortion == "mse":
+            return F.mse_loss(f_hat, f), output
+        with torch.no_grad():
+            teacher = back(f) if self.hparams.distortion == "distill" else None
+        return task_distortion(self.hparams.distortion, output, teacher, frame, self.task), output
+
+    def _losses(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], list[Any]]:
+        images = batch["images"]
+        B, T = images.shape[:2]
+        intra = self.codec.intra
+        with torch.no_grad():
+            feats = intra.features(images.flatten(0, 1)).unflatten(0, (B, T))
+            reference = intra.base(feats[:, 0]).features_hat
+        pixels = B * images.shape[-2] * images.shape[-1]
+        loss = bpp = dist = torch.zeros((), device=images.device)
+        outputs = []
+        for t in range(1, T):
+            prediction, mask = self._predict(batch, t, reference)
+            out = self.codec.inter(feats[:, t], prediction, mask)
+            rate = sum(bits(v) for v in out.likelihoods.values()) / pixels
+            d, output = self._distortion(out.features_hat, feats[:, t], frame_batch(batch, t))
+            loss = loss + self.hparams.lmbda * d + rate
+            bpp, dist = bpp + rate, dist + d
+            outputs.append(output)
+            reference = out.features_hat
+        n = T - 1
+        return {"loss": loss / n, "bpp_est": bpp / n, "distortion": dist / n}, outputs
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        terms, _ = self._losses(batch)
+        layer_step(self, terms["loss"], self.codec.inter)
+        logged = {f"train/{k}": v for k, v in terms.items()}
+        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=batch["images"].shape[0])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        terms, outputs = self._losses(batch)
+        metric = task_metric(self.task)
+        for t, output in enumerate(outputs, start=1):
+            metric.update(output, frame_batch(batch, t))
+        terms[f"p_{metric.name}"] = torch.tensor(metric.compute())
+        logged = {f"val/{k}": v for k, v in terms.items()}
+        self.log_dict(logged, prog_bar=True, on_epoch=True, batch_size=batch["images"].shape[0])
+
+    def configure_optimizers(self) -> Any:
+        inter = self.codec.inter
+        return layer_optimizers(self, inter, self.hparams.lr, self.hparams.aux_lr)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
