@@ -331,9 +331,7 @@ def unpack(data: bytes, layers: str = "all", corrupt: str = "raise") -> Stream:
                 f"corrupt {Section(kind, b'').name} section (frame {frame}): CRC-32 mismatch"
             )
         sections.append(Section(kind, payload, frame))
-    return Stream(
-        fingerprint, shapes, tuple(sections), version, header_bytes, cut, frozenset(bad)
-    )
+    return Stream(fingerprint, shapes, tuple(sections), version, header_bytes, cut, frozenset(bad))
 
 
 def read(path: str | os.PathLike[str], layers: str = "all", corrupt: str = "raise") -> Stream:

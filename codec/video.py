@@ -519,10 +519,7 @@ class VideoCodec(nn.Module):
         """
         if on_error not in ("raise", "resume"):
             raise InputError(f"on_error must be 'raise' or 'resume', not {on_error!r}")
-        if isinstance(data, bytes | bytearray):
-            stream = unpack(data, corrupt="mark" if on_error == "resume" else "raise")
-        else:
-            stream = data
+        stream = unpack(data, corrupt="mark") if isinstance(data, bytes | bytearray) else data
         size = self.check_stream(stream)
         kinds = frame_kinds(stream)
         sizes: dict[int, int] = {}
@@ -537,9 +534,10 @@ class VideoCodec(nn.Module):
                 continue
             try:
                 if t in stream.corrupt:
+                    what = {"I": "I-frame", "P": "P-frame"}.get(kind, "frame")
                     raise BitstreamError(
-                        f"frame {t} ({'P-frame' if kind == 'P' else 'frame'}): a section "
-                        "failed its CRC-32 check (corrupt data)"
+                        f"frame {t} ({what}): a section failed its CRC-32 check (corrupt data); "
+                        "decoding can resume at the next I-frame (featcodec decode --resume)"
                     )
                 features, motion_bytes = self._decode_frame(stream, t, kind, reference, size)
             except BitstreamError as e:

@@ -336,3 +336,71 @@ def format_motion_bench(report: dict[str, Any]) -> str:
         what = " ".join(s[k] for k in ("device", "dtype", "op") if k in s)
         lines.append(f"({what} skipped: {s['reason']})")
     return "\n".join(lines)
+
+
+def bench_pframe(
+    devices: Sequence[str] = ("cpu", "cuda"), size: int = 224, repeat: int = 5, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Rows for :func:`bench_motion`: one whole P-frame of :mod:`codec.video`, encoded and
+    decoded, per device (CUDA skipped when absent), fp32.
+
+    The model is the default architecture (``scene_resnet10`` split after ``layer2``, stride 8,
+    with its hyperprior base and a default :class:`~codec.video.PFrameCodec`), random weights:
+    timing does not depend on training. The frame is ``size × size``; its motion is a known
+    affine (metadata: a 5.3 px translation and 1° rotation). ``encode``: front, motion side
+    information, warp of the reference, P-frame analysis and entropy coding (also the
+    reconstruction the next frame needs). ``decode``: motion side information, warp, entropy
+    decoding, synthesis and the back of the task network. Median of ``repeat`` runs after a
+    warm-up.
+    """
+    from codec.facade import Codec, default_arch
+    from codec.video import VideoCodec
+
+    rows: list[dict[str, Any]] = []
+    torch.manual_seed(seed)
+    codec = VideoCodec(Codec.build(default_arch())).eval()
+    frames = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    angle = math.radians(1.0)
+    theta = torch.tensor(
+        [[math.cos(angle), -math.sin(angle), 5.3], [math.sin(angle), math.cos(angle), -2.1]]
+    )
+    for name in devices:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            continue
+        codec.to(device)
+        enc_ms, dec_ms, nbytes = _pframe_times(codec, frames.to(device), theta, repeat)
+        for op, ms in (("P-frame encode", enc_ms), ("P-frame decode", dec_ms)):
+            rows.append({"op": op, "device": name, "dtype": "fp32", "ms": ms, "bytes": nbytes})
+    return rows
+
+
+@torch.no_grad()
+def _pframe_times(codec: Any, x: Tensor, theta: Tensor, repeat: int) -> tuple[float, float, int]:
+    """Median encode and decode times (ms) of frame ``x[1]`` as a P-frame on ``x[0]``, and its
+    bytes (motion side information included)."""
+    from codec.edge_motion import AffineMotion
+
+    size = tuple(x.shape[-2:])
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    reference = codec.intra.features(x[:1])
+
+    def encode() -> tuple[bytes, bytes, bytes]:
+        f = codec.intra.features(x[1:])
+        motion = codec.coder.quantize(AffineMotion(theta))
+        prediction, mask = codec.predict(reference, motion, size)
+        code = codec.inter.compress(f, prediction, mask)
+        sync()
+        return codec.coder.encode(motion), code.y[0], code.z[0]
+
+    enc_ms, (side, y, z) = _median_ms(encode, repeat)
+
+    def decode() -> Tensor:
+        motion = codec.coder.decode(side, size)
+        prediction, mask = codec.predict(reference, motion, size)
+        out = codec.intra.back(codec.inter.decompress([y], [z], prediction, mask))
+        sync()
+        return out
+
+    dec_ms, _ = _median_ms(decode, repeat)
+    return enc_ms, dec_ms, len(side) + len(y) + len(z)

@@ -8,7 +8,7 @@
     featcodec eval   bd rd.json --anchor x265-12bit
     featcodec plot   rd rd.json [more.json ...] -o rd.png [--anchor x265-12bit]
     featcodec demo   [--out DIR] [--quick]
-    featcodec bench  entropy [--threads N]
+    featcodec bench  entropy|motion [--threads N]
 
 Errors in what the user supplied are reported as one line on stderr with exit code 1; no
 output file is left half-written, and existing outputs are only replaced with --overwrite.
@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     bm.add_argument(
         "--devices", nargs="+", default=["cpu", "cuda"], help="CUDA is skipped when absent"
     )
+    bm.add_argument("--frame-size", type=int, default=224, help="P-frame rows: frame px")
     bm.add_argument("--out", default="runs/bench/motion.json", help="JSON results file")
     bm.set_defaults(func=_bench)
     return p
@@ -369,16 +370,23 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from codec.files import atomic_write
-    from eval.bench import bench_entropy, bench_motion, format_entropy, format_motion_bench
+    from eval.bench import (
+        bench_entropy,
+        bench_motion,
+        bench_pframe,
+        format_entropy,
+        format_motion_bench,
+    )
 
     if args.which == "motion":
         sizes = (args.batch, args.channels, args.size, args.repeat, args.threads)
-        if min(sizes) < 1:
+        if min(*sizes, args.frame_size) < 1:
             raise InputError("--batch, --channels, --size, --repeat and --threads must be positive")
         for name in args.devices:
             if name.split(":")[0] not in ("cpu", "cuda"):
                 raise InputError(f"--devices: {name!r} is neither cpu nor cuda[:N]")
-        report = bench_motion(*sizes, devices=args.devices)
+        extra = bench_pframe(args.devices, size=args.frame_size, repeat=args.repeat)
+        report = bench_motion(*sizes, devices=args.devices, extra_rows=extra)
         print(format_motion_bench(report))
         atomic_write(args.out, json.dumps(report, indent=2))
         print(f"\nresults: {args.out}")

@@ -128,10 +128,9 @@ def decode(args: argparse.Namespace, refuse_existing: Any, prediction: Any) -> i
     folders = [out / f.stem for f in files]
     refuse_existing(folders, args.overwrite)
     codec = _load(args)
-    mode = "mark" if args.resume else "raise"
     streams = []
     for f in files:  # validate every stream before decoding or writing anything
-        stream = bitstream.read(f, corrupt=mode)
+        stream = bitstream.read(f, corrupt="mark")  # a corrupt frame is named when decoded
         try:
             codec.check_stream(stream)
         except BitstreamError as e:

@@ -8,13 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval.bench import bench_motion, format_motion_bench
+from eval.bench import bench_motion, bench_pframe, format_motion_bench
 from featcodec.cli import main
 
-TINY = ["--batch", "2", "--channels", "8", "--size", "12", "--repeat", "1", "--threads", "2"]
+TINY = [
+    *("--batch", "2", "--channels", "8", "--size", "12", "--frame-size", "32"),
+    *("--repeat", "1", "--threads", "2"),
+]
 
 
 def check_rows(rows: list[dict], device: str) -> None:
+    pframe = [r for r in rows if r.get("source") == "extra"]
+    assert {r["op"] for r in pframe} == {"P-frame encode", "P-frame decode"}
+    assert all(r["ms"] > 0 and r["bytes"] > 0 for r in pframe)
+    rows = [r for r in rows if r.get("source") != "extra"]
     found = {(r["dtype"], r["op"]) for r in rows if r["device"] == device}
     assert found == {(d, op) for d in ("fp32", "fp16") for op in ("warp", "grid_sample", "copy")}
     for r in rows:
@@ -59,6 +66,7 @@ def test_bad_sizes_and_devices_are_one_line(capsys) -> None:
 
 @pytest.mark.cuda
 def test_cuda_bench_rows(tmp_path: Path) -> None:
-    report = bench_motion(2, 8, 12, repeat=1, threads=2, devices=["cuda"])
+    extra = bench_pframe(["cuda"], size=32, repeat=1)
+    report = bench_motion(2, 8, 12, repeat=1, threads=2, devices=["cuda"], extra_rows=extra)
     assert report["skipped"] == [] and report["cuda_device"]
     check_rows(report["rows"], "cuda")

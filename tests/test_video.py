@@ -11,7 +11,7 @@ from quiet import quiet_trainer
 
 from codec.bitstream import Section, SectionKind, Stream, pack, unpack
 from codec.errors import BitstreamError, InputError
-from codec.facade import Codec
+from codec.facade import Codec, default_arch
 from codec.video import PFrameCodec, VideoCodec, frame_kinds
 from featcodec.cli import main
 from training.datasets import SyntheticClipsDataModule, SyntheticScenes, render_clip
@@ -27,11 +27,13 @@ def clip() -> dict:
 
 
 @pytest.fixture(scope="module")
-def intra_checkpoint(tiny_arch: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny intra codec trained briefly on λ·MSE(F̂, F) + rate, so that I-frames carry
-    what a trained base carries (an untrained one codes nearly nothing)."""
+def intra_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny intra codec (latent at the features' resolution) trained briefly on
+    λ·MSE(F̂, F) + rate, so that I-frames carry what a trained base carries (an untrained one
+    codes nearly nothing)."""
     torch.manual_seed(0)
-    codec = Codec.build(tiny_arch)
+    tiny = {"name": "hyperprior", "N": 16, "M": 16, "downsample": 0, "attention": False}
+    codec = Codec.build(default_arch(codec=tiny))
     scenes = SyntheticScenes("train", 64, SIZE, seed=1)
     images = torch.stack([scenes[i]["image"] for i in range(64)])
     quantiles = codec.base.entropy_z.quantiles
@@ -65,7 +67,7 @@ def trained(intra_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) ->
     batch = next(iter(data.train_dataloader()))
     with torch.no_grad():
         before = float(module.eval()._losses(batch)[0]["loss"])
-    quiet_trainer(steps=2 * 36).fit(module, datamodule=data)
+    quiet_trainer(steps=2 * 30).fit(module, datamodule=data)
     path = tmp_path_factory.mktemp("video") / "pframe.ckpt"
     module.codec.save(path)
     return module.eval(), before, batch, path
