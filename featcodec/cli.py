@@ -315,6 +315,7 @@ def _info(args: argparse.Namespace) -> int:
                 ],
                 "layers": s.layer_bytes(),
                 "bpp": bits_per_pixel(s.total_bytes, tuple(shapes.get("input", [1, 1]))),
+                **_frames_summary(s),
             }
         )
     if args.json:
@@ -335,7 +336,45 @@ def _info(args: argparse.Namespace) -> int:
         if layers["enhancement"]:
             print(f"  {'enhancement':<12} {layers['enhancement']:>15,} bytes")
         print(f"  {'rate':<12} {r['bpp']:.4f} bits per input pixel (whole file)")
+        if "frames" in r:
+            f = r["frames"]
+            print(
+                f"  {'frames':<12} {f['count']} ({f['I']} I, {f['P']} P): I-frames "
+                f"{f['I_bytes']:.1f} bytes, P-frames {f['P_bytes']:.1f} bytes on average "
+                f"({f['motion_bytes']:.1f} of them motion side information)"
+            )
     return 0
+
+
+def _frames_summary(stream: Any) -> dict[str, Any]:
+    """Frame counts and mean bytes per frame type of a sequence stream (else nothing)."""
+    from codec.bitstream import SectionKind
+    from codec.video import frame_kinds
+
+    if not any(x.kind == SectionKind.MOTION for x in stream.sections):
+        return {}
+    kinds = frame_kinds(stream)
+    sizes = [0] * len(kinds)
+    motion = []
+    for x in stream.sections:
+        sizes[x.frame] += len(x.payload)
+        if x.kind == SectionKind.MOTION:
+            motion.append(len(x.payload))
+
+    def mean(kind: str) -> float:
+        found = [n for n, k in zip(sizes, kinds, strict=True) if k == kind]
+        return sum(found) / max(1, len(found))
+
+    return {
+        "frames": {
+            "count": len(kinds),
+            "I": kinds.count("I"),
+            "P": kinds.count("P"),
+            "I_bytes": mean("I"),
+            "P_bytes": mean("P"),
+            "motion_bytes": sum(motion) / len(motion),
+        }
+    }
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -230,6 +230,9 @@ def test_cli_codes_a_folder_and_a_video_file(
     assert main(["encode", *args, "--intra-period", "3"]) == 0
     streams = sorted((tmp_path / "s").glob("*.fcb"))
     assert [s.name for s in streams] == ["clip.fcb", "frames.fcb"]
+    capsys.readouterr()
+    assert main(["info", str(streams[1])]) == 0
+    assert "6 (2 I, 4 P)" in capsys.readouterr().out
     assert main(["decode", *map(str, streams), "-c", ckpt, "-o", str(tmp_path / "d")]) == 0
     import json
 

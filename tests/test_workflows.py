@@ -12,8 +12,10 @@ from PIL import Image
 
 from codec.bitstream import unpack
 from codec.facade import Codec
+from codec.video import VideoCodec
 from eval.results import load_results
 from featcodec.cli import main
+from training.datasets import render_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +59,17 @@ def test_train_configs_with_lightning_cli(tmp_path: Path) -> None:
     scalable = Codec.from_checkpoint(tmp_path / "enhancement" / "ckpt" / "last.ckpt")
     assert scalable.fingerprint == codec.fingerprint and scalable.enhancement is not None
     assert scalable.decode(scalable.encode(torch.rand(3, 32, 32))).enhanced.shape == (1, 3, 32, 32)
+
+    # the P-frame codec behind the same base, on clips, with DIS-estimated motion
+    pframe = _small_config(
+        "pframe.yaml", tmp_path, base_checkpoint=str(ckpt), N=16, M=16, motion="dis-flow"
+    )
+    assert main(["train", "--config", str(pframe)]) == 0
+    video = VideoCodec.from_checkpoint(tmp_path / "pframe" / "ckpt" / "last.ckpt")
+    assert video.intra.fingerprint == codec.fingerprint
+    clip = render_clip(1, 3, 32).as_dict()
+    frames = video.decode_sequence(video.encode_sequence(clip["images"], 3, "dis-flow")).frames
+    assert [f.kind for f in frames] == ["I", "P", "P"]
 
 
 def test_train_with_a_missing_task_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:

@@ -1,0 +1,40 @@
+#!/bin/bash
+# The README's video measurements ("Video: motion-compensated inter-frame coding"), on CPU.
+#   scripts/video-experiment.sh 48   P-frame codecs (conditional, residual) behind the demo's
+#                                    λ=1 intra codec (run `make demo` first), 48 px clips
+#   scripts/video-experiment.sh 96   task network, intra codec and P-frame codec at 96 px
+set -euo pipefail
+cd "$(dirname "$0")/.."
+F="${PYTHON:-.venv/bin/python} -m featcodec"
+quiet="--trainer.enable_progress_bar false"
+if [ "${1:-48}" = 48 ]; then
+  R=runs/video
+  for cond in true false; do
+    $F train --config configs/pframe.yaml --model.base_checkpoint runs/demo-final/codec-lambda1.ckpt \
+      --model.conditional $cond --data.image_size 48 --data.train_size 1200 --data.batch_size 16 \
+      --trainer.max_epochs 4 --trainer.logger.init_args.name video \
+      --trainer.logger.init_args.version pframe-cond-$cond \
+      --trainer.callbacks.init_args.dirpath $R/pframe-cond-$cond $quiet
+  done
+  for m in flow affine dis-flow dis-affine; do
+    $F eval video $R/pframe-cond-true/last.ckpt --clips 50 --frames 8 --image-size 48 \
+      --motion $m -o $R/eval-cond-true-$m.json --overwrite
+  done
+  $F eval video $R/pframe-cond-false/last.ckpt --clips 50 --frames 8 --image-size 48 \
+    --motion flow -o $R/eval-cond-false-flow.json --overwrite
+else
+  R=runs/video96
+  $F train --config configs/tasknet.yaml --data.image_size 96 --data.train_size 2400 \
+    --trainer.max_epochs 3 --trainer.logger.init_args.save_dir $R \
+    --trainer.callbacks.init_args.dirpath $R/tasknet $quiet
+  $F train --config configs/quickstart.yaml --data.image_size 96 --data.train_size 2400 \
+    --trainer.max_epochs 3 --model.task_checkpoint $R/tasknet/last.ckpt \
+    --trainer.logger.init_args.save_dir $R --trainer.callbacks.init_args.dirpath $R/intra $quiet
+  $F train --config configs/pframe.yaml --data.image_size 96 --data.train_size 960 \
+    --trainer.max_epochs 3 --model.base_checkpoint $R/intra/last.ckpt \
+    --trainer.logger.init_args.save_dir $R --trainer.callbacks.init_args.dirpath $R/pframe $quiet
+  for m in flow affine; do
+    $F eval video $R/pframe/last.ckpt --clips 30 --frames 8 --image-size 96 --motion $m \
+      -o $R/eval-$m.json --overwrite
+  done
+fi
