@@ -117,12 +117,16 @@ def test_clip_codes_with_pframes_smaller_than_iframes(codec: VideoCodec, clip: d
         [stream.section(SectionKind.BASE, 3)], [stream.section(SectionKind.HYPER, 3)], (8, 8)
     )
     assert torch.equal(frames[3].features, alone)
-    # where the prediction is good (a still camera), P-frames cost less than I-frames
+    # the moving clip's P-frames, side information included, cost less than its I-frames
+    assert max(f.bytes for f in frames if f.kind == "P") < min(
+        f.bytes for f in frames if f.kind == "I"
+    )
+    # with a perfect prediction (a still camera) a P-frame is little more than its overheads
     still = render_clip(5, 4, SIZE, camera_motion=False, shape_motion=False).as_dict()
     frames = codec.decode_sequence(
         codec.encode_sequence(still["images"], 4, "flow", flows=still["flow"])
     ).frames
-    assert max(f.bytes for f in frames[1:]) < frames[0].bytes
+    assert max(f.bytes for f in frames[1:]) < frames[0].bytes / 2
 
 
 def test_motion_improves_the_prediction(codec: VideoCodec) -> None:
