@@ -536,15 +536,17 @@ class VideoCodec(nn.Module):
                 if t in stream.corrupt:
                     what = {"I": "I-frame", "P": "P-frame"}.get(kind, "frame")
                     raise BitstreamError(
-                        f"frame {t} ({what}): a section failed its CRC-32 check (corrupt data); "
-                        "decoding can resume at the next I-frame (featcodec decode --resume)"
+                        f"frame {t} ({what}): a section failed its CRC-32 check (corrupt data)"
                     )
                 features, motion_bytes = self._decode_frame(stream, t, kind, reference, size)
             except BitstreamError as e:
-                if on_error == "raise":
-                    raise
                 later = [k for k in range(t + 1, len(kinds)) if kinds[k] == "I"]
                 where = f"frame {later[0]}" if later else "no later I-frame"
+                if on_error == "raise":
+                    raise BitstreamError(
+                        f"{e} (decoding can resume at the next I-frame, {where}: "
+                        "on_error='resume', featcodec decode --resume)"
+                    ) from None
                 errors[t] = f"{e}; resuming at the next I-frame ({where})"
                 frames.append(None)
                 reference = None
