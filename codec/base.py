@@ -70,8 +70,32 @@ class BaseCode:
     y_hat: Tensor
 
 
+class StridedStages:
+    """Sizes of a codec whose analysis halves the input ``downsample`` times and whose hyper
+    analysis halves the latent ``hyper_downsample`` times (both set by the subclass)."""
+
+    downsample: int
+    hyper_downsample: int
+
+    @property
+    def multiple(self) -> int:
+        """Inputs are padded to a multiple of this."""
+        return 2 ** (self.downsample + self.hyper_downsample)
+
+    def _pad(self, t: Tensor) -> Tensor:
+        """``t`` zero-padded at the bottom and right to a multiple of :attr:`multiple`."""
+        h, w = t.shape[-2:]
+        m = self.multiple
+        return F.pad(t, (0, (-w) % m, 0, (-h) % m))
+
+    def hyper_size(self, h: int, w: int) -> tuple[int, int]:
+        """Spatial size of ``Z`` for an input of size ``h×w``."""
+        m = self.multiple
+        return -(-h // m), -(-w // m)
+
+
 @register_codec("hyperprior")
-class HyperpriorCodec(nn.Module):
+class HyperpriorCodec(StridedStages, nn.Module):
     """Mean–scale hyperprior base layer with ELIC transforms.
 
     Args:
@@ -134,21 +158,6 @@ class HyperpriorCodec(nn.Module):
         self.input_stride = input_stride
         self.g_r = PreviewSynthesis(M, input_stride * 2**downsample) if preview else None
         self.detach_preview = False  # True: g_r learns from Ŷ without shaping it (β = 0)
-
-    @property
-    def multiple(self) -> int:
-        """Feature sizes are padded to a multiple of this."""
-        return 2 ** (self.downsample + self.hyper_downsample)
-
-    def _pad(self, f: Tensor) -> Tensor:
-        h, w = f.shape[-2:]
-        m = self.multiple
-        return F.pad(f, (0, (-w) % m, 0, (-h) % m))
-
-    def hyper_size(self, h: int, w: int) -> tuple[int, int]:
-        """Spatial size of ``Z`` for a feature tensor of size ``h×w``."""
-        m = self.multiple
-        return -(-h // m), -(-w // m)
 
     def _gaussian_params(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         scales, means = self.h_s(z_hat).chunk(2, dim=1)

@@ -140,6 +140,13 @@ class Stream:
             out[LAYER_OF[s.kind]] += len(s.payload)
         return out
 
+    def frame_bytes(self) -> dict[int, int]:
+        """Payload bytes of each frame's sections (a sequence's per-frame rate)."""
+        out: dict[int, int] = {}
+        for s in self.sections:
+            out[s.frame] = out.get(s.frame, 0) + len(s.payload)
+        return out
+
     def shape(self, tag: ShapeTag) -> tuple[int, ...]:
         if tag not in self.shapes:
             raise BitstreamError(f"stream has no {tag.name.lower()} shape")

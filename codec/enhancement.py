@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codec.base import ste_round
+from codec.base import StridedStages, ste_round
 from codec.entropy import FactorizedCoder, GaussianCoder
 from models.blocks import ResidualBottleneck, conv, deconv
 
@@ -70,7 +70,7 @@ def _fit(t: Tensor, size: tuple[int, int]) -> Tensor:
     return F.pad(t, (0, size[1] - t.shape[-1], 0, size[0] - t.shape[-2]))
 
 
-class EnhancementCodec(nn.Module):
+class EnhancementCodec(StridedStages, nn.Module):
     """Enhancement layer conditioned on the decoded base latent.
 
     Args:
@@ -125,16 +125,9 @@ class EnhancementCodec(nn.Module):
         self.entropy_z = FactorizedCoder(N)
         self.entropy_y = GaussianCoder()
 
-    @property
-    def multiple(self) -> int:
-        return 2 ** (self.downsample + self.hyper_downsample)
-
     def latent_size(self, H: int, W: int) -> tuple[int, int]:
         m, s = self.multiple, 2**self.downsample
         return -(-H // m) * m // s, -(-W // m) * m // s
-
-    def hyper_size(self, H: int, W: int) -> tuple[int, int]:
-        return -(-H // self.multiple), -(-W // self.multiple)
 
     def _base(self, y_b: Tensor) -> Tensor:
         return torch.zeros_like(y_b) if self.standalone else y_b
@@ -149,9 +142,7 @@ class EnhancementCodec(nn.Module):
         return self.g_s(torch.cat([y_hat, context], 1))[..., :H, :W]
 
     def _analysis(self, x: Tensor) -> Tensor:
-        H, W = x.shape[-2:]
-        m = self.multiple
-        return self.g_a(F.pad(x, (0, (-W) % m, 0, (-H) % m)))
+        return self.g_a(self._pad(x))
 
     def forward(self, x: Tensor, y_b: Tensor) -> EnhancementOutput:
         """Training pass: input ``x`` (B, 3, H, W) and the decoded base latent ``Ŷ_b``."""

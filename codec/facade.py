@@ -374,39 +374,16 @@ class Codec(nn.Module):
 
     def checkpoint_entry(self, state_prefix: str) -> dict[str, Any]:
         """The ``featcodec`` entry that makes a checkpoint loadable by :meth:`from_checkpoint`."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "codec",
-            "arch": copy.deepcopy(self.arch),
-            "state_prefix": state_prefix,
-        }
+        return checkpoint_entry("codec", self.arch, state_prefix)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write a standalone checkpoint (same format as the training checkpoints)."""
-        with atomic_path(path) as tmp:
-            torch.save(
-                {"featcodec": self.checkpoint_entry(""), "state_dict": self.state_dict()}, tmp
-            )
+        save_checkpoint(self, path)
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> Codec:
         """Rebuild a codec from a checkpoint alone (training or :meth:`save` checkpoint)."""
-        ckpt = load_checkpoint(path, kind="codec")
-        meta = ckpt["featcodec"]
-        try:
-            codec = cls.build(meta["arch"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: cannot rebuild the architecture ({e})") from None
-        prefix = meta.get("state_prefix", "")
-        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        try:
-            codec.load_state_dict(state)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise CheckpointError(
-                f"{path}: weights do not fit the architecture ({first})"
-            ) from None
-        return codec.eval()
+        return rebuild(path, load_checkpoint(path, kind="codec"), cls.build)
 
 
 def _check_rans(kind: SectionKind, payload: bytes) -> None:
@@ -428,6 +405,44 @@ def weights_digest(meta: dict[str, Any] | None, tensors: dict[str, Tensor]) -> b
     return h.digest()
 
 
+def checkpoint_entry(kind: str, arch: dict[str, Any], state_prefix: str) -> dict[str, Any]:
+    """The ``featcodec`` entry of a checkpoint: what :func:`load_checkpoint` validates and
+    :func:`rebuild` rebuilds the model from (weights under ``state_prefix`` in its state dict)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "arch": copy.deepcopy(arch),
+        "state_prefix": state_prefix,
+    }
+
+
+def save_checkpoint(model: Any, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` (anything with ``checkpoint_entry`` and ``state_dict``) as a standalone
+    checkpoint, atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"featcodec": model.checkpoint_entry(""), "state_dict": model.state_dict()}, tmp)
+
+
+def rebuild(
+    path: str | os.PathLike[str], ckpt: dict[str, Any], build: Callable[[dict[str, Any]], Any]
+) -> Any:
+    """The model of a loaded checkpoint: ``build(arch)``, then its weights, in eval mode;
+    :class:`CheckpointError` naming ``path`` when either does not fit."""
+    meta = ckpt["featcodec"]
+    try:
+        model = build(meta["arch"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot rebuild the architecture ({e})") from None
+    prefix = meta.get("state_prefix", "")
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit the architecture ({first})") from None
+    return model.eval()
+
+
 def _dims(stream: Stream, tag: ShapeTag, ndim: int) -> tuple[int, ...]:
     dims = stream.shape(tag)
     if len(dims) != ndim:
@@ -435,8 +450,9 @@ def _dims(stream: Stream, tag: ShapeTag, ndim: int) -> tuple[int, ...]:
     return dims
 
 
-def load_checkpoint(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
-    """Load a featcodec checkpoint of ``kind`` ("codec" or "task") on the CPU, validated."""
+def load_checkpoint(path: str | os.PathLike[str], kind: str | tuple[str, ...]) -> dict[str, Any]:
+    """Load a featcodec checkpoint of ``kind`` ("codec", "video" or "task", or one of several)
+    on the CPU, validated."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -452,8 +468,11 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: checkpoint format {meta.get('format')} (this build reads {CHECKPOINT_FORMAT})"
         )
-    if meta.get("kind") != kind:
-        raise CheckpointError(f"{path} is a {meta.get('kind')} checkpoint, not a {kind} checkpoint")
+    kinds = (kind,) if isinstance(kind, str) else kind
+    if meta.get("kind") not in kinds:
+        raise CheckpointError(
+            f"{path} is a {meta.get('kind')} checkpoint, not a {' or '.join(kinds)} checkpoint"
+        )
     return ckpt
 
 

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from codec.base import StridedStages, ste_round
 from codec.bitstream import (
     MAX_FRAME,
     Section,
@@ -48,6 +48,7 @@ from codec.bitstream import (
 )
 from codec.edge_motion import (
     AffineMotion,
+    FlowMotion,
     Motion,
     MotionCoder,
     estimate_flow,
@@ -55,9 +56,16 @@ from codec.edge_motion import (
     latent_motion,
 )
 from codec.entropy import FactorizedCoder, GaussianCoder
-from codec.errors import BitstreamError, CheckpointError, InputError
-from codec.facade import CHECKPOINT_FORMAT, Codec, _check_rans, load_checkpoint, weights_digest
-from codec.files import atomic_path
+from codec.errors import BitstreamError, InputError
+from codec.facade import (
+    Codec,
+    _check_rans,
+    checkpoint_entry,
+    load_checkpoint,
+    rebuild,
+    save_checkpoint,
+    weights_digest,
+)
 from codec.motion import warp
 from models.blocks import ResidualBottleneck, conv, deconv
 
@@ -79,11 +87,6 @@ DEFAULT_MOTION: dict[str, Any] = {"block": 16, "step": 0.25}
 # ---------------------------------------------------------------------------------------------
 # The P-frame codec
 # ---------------------------------------------------------------------------------------------
-
-
-def _round(x: Tensor) -> Tensor:
-    """Rounding with a straight-through gradient (the decoder rounds too)."""
-    return x + (torch.round(x) - x).detach()
 
 
 @dataclass
@@ -111,7 +114,7 @@ def _down(in_channels: int, out_channels: int, stages: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class PFrameCodec(nn.Module):
+class PFrameCodec(StridedStages, nn.Module):
     """Codes a feature tensor ``F_t`` given its motion-compensated prediction ``F̃_t``.
 
     Args:
@@ -166,20 +169,6 @@ class PFrameCodec(nn.Module):
         self.entropy_z = FactorizedCoder(N)
         self.entropy_y = GaussianCoder()
 
-    @property
-    def multiple(self) -> int:
-        """Feature sizes are padded to a multiple of this."""
-        return 2 ** (self.downsample + self.hyper_downsample)
-
-    def _pad(self, t: Tensor) -> Tensor:
-        h, w = t.shape[-2:]
-        m = self.multiple
-        return F.pad(t, (0, (-w) % m, 0, (-h) % m))
-
-    def hyper_size(self, h: int, w: int) -> tuple[int, int]:
-        m = self.multiple
-        return -(-h // m), -(-w // m)
-
     @staticmethod
     def _context(prediction: Tensor, mask: Tensor) -> Tensor:
         return torch.cat([prediction, mask.to(prediction.dtype)], 1)
@@ -209,10 +198,10 @@ class PFrameCodec(nn.Module):
         z = self.h_a(y)
         _, z_likelihoods = self.entropy_z(z)
         medians = self.entropy_z._get_medians().reshape(1, -1, 1, 1)
-        z_hat = _round(z - medians) + medians
+        z_hat = ste_round(z - medians) + medians
         scales, means = self._entropy_params(z_hat, context)
         _, y_likelihoods = self.entropy_y(y, scales, means)
-        y_hat = _round(y - means) + means
+        y_hat = ste_round(y - means) + means
         f_hat = self._synthesis(y_hat, prediction, context)
         return PFrameOutput(f_hat, {"y": y_likelihoods, "z": z_likelihoods})
 
@@ -379,12 +368,14 @@ class VideoCodec(nn.Module):
         return self.coder.quantize(motion)
 
     def predict(
-        self, reference: Tensor, motion: Motion, input_size: tuple[int, int]
+        self, reference: Tensor, motion: Motion | Sequence[Motion], input_size: tuple[int, int]
     ) -> tuple[Tensor, Tensor]:
-        """Warp the decoded ``reference`` (1, C, h, w) with ``motion``: prediction and mask."""
+        """Warp the decoded ``reference`` (B, C, h, w) with ``motion`` (one per batch element;
+        a single one for B = 1): prediction and mask, in one warp."""
         size = tuple(reference.shape[-2:])
-        flow = latent_motion(motion, self.stride, size, input_size).to(reference.device)
-        return warp(reference, flow.to(reference.dtype), check=False)
+        motions = [motion] if isinstance(motion, AffineMotion | FlowMotion) else motion
+        flow = torch.cat([latent_motion(m, self.stride, size, input_size) for m in motions])
+        return warp(reference, flow.to(reference), check=False)
 
     # coding ---------------------------------------------------------------------------------
 
@@ -522,9 +513,7 @@ class VideoCodec(nn.Module):
         stream = unpack(data, corrupt="mark") if isinstance(data, bytes | bytearray) else data
         size = self.check_stream(stream)
         kinds = frame_kinds(stream)
-        sizes: dict[int, int] = {}
-        for s in stream.sections:
-            sizes[s.frame] = sizes.get(s.frame, 0) + len(s.payload)
+        sizes = stream.frame_bytes()
         frames: list[DecodedFrame | None] = []
         errors: dict[int, str] = {}
         reference: Tensor | None = None
@@ -568,37 +557,18 @@ class VideoCodec(nn.Module):
 
     def checkpoint_entry(self, state_prefix: str) -> dict[str, Any]:
         """The ``featcodec`` entry that makes a checkpoint loadable by :meth:`from_checkpoint`."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "video",
-            "arch": self.arch,
-            "state_prefix": state_prefix,
-        }
+        return checkpoint_entry("video", self.arch, state_prefix)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write a standalone checkpoint."""
-        with atomic_path(path) as tmp:
-            torch.save(
-                {"featcodec": self.checkpoint_entry(""), "state_dict": self.state_dict()}, tmp
-            )
+        save_checkpoint(self, path)
+
+    @classmethod
+    def build(cls, arch: dict[str, Any]) -> VideoCodec:
+        """A video codec with fresh weights from its architecture (``arch`` property)."""
+        return cls(Codec.build(arch["intra"]), arch["inter"], arch["motion"])
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> VideoCodec:
         """Rebuild a video codec from a checkpoint alone."""
-        ckpt = load_checkpoint(path, kind="video")
-        meta = ckpt["featcodec"]
-        try:
-            arch = meta["arch"]
-            codec = cls(Codec.build(arch["intra"]), arch["inter"], arch["motion"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: cannot rebuild the architecture ({e})") from None
-        prefix = meta.get("state_prefix", "")
-        state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-        try:
-            codec.load_state_dict(state)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()[0]
-            raise CheckpointError(
-                f"{path}: weights do not fit the architecture ({first})"
-            ) from None
-        return codec.eval()
+        return rebuild(path, load_checkpoint(path, kind="video"), cls.build)

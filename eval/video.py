@@ -26,6 +26,7 @@ from codec.edge_motion import camera_affine
 from codec.video import VideoCodec
 from eval.metrics import task_metric
 from models.heads import task_of
+from training.pframe_module import frame_batch
 
 MOTION_SOURCES_EVAL = ("flow", "affine", "dis-flow", "dis-affine", "none")
 
@@ -68,15 +69,13 @@ def _code(
         pixels = images.shape[-2] * images.shape[-1]
         data = codec.encode_sequence(images, intra_period, motion, **_clip_motion(clip, motion))
         decoded = codec.decode_sequence(data)
+        truth = {k: clip[k][None] for k in ("labels", "masks", "depths")}  # a batch of one clip
         for t, frame in enumerate(decoded.frames):
             assert frame is not None
             sizes[frame.kind].append(frame.bytes)
             if frame.kind == "P":
                 motion_bytes.append(frame.motion_bytes)
-            batch = {"label": clip["labels"][t : t + 1]}
-            for key, single in (("masks", "mask"), ("depths", "depth")):
-                batch[single] = clip[key][t : t + 1]
-            metrics[frame.kind].update(frame.output, batch)
+            metrics[frame.kind].update(frame.output, frame_batch(truth, t))
     stats = FrameStats(name)
     for kind, values in sizes.items():
         if values:

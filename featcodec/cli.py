@@ -116,20 +116,21 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load_codec(args: argparse.Namespace) -> Any:
+    """The image codec (``Codec``) or video codec (``VideoCodec``) of ``--checkpoint``, read
+    once, on ``--device``."""
     import torch
 
-    from codec.facade import Codec
+    from codec.facade import Codec, load_checkpoint, rebuild
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {args.device} requested but CUDA is not available")
-    return Codec.from_checkpoint(args.checkpoint).to(args.device)
+    ckpt = load_checkpoint(args.checkpoint, kind=("codec", "video"))
+    build = Codec.build
+    if ckpt["featcodec"]["kind"] == "video":  # imported only here: it brings OpenCV
+        from codec.video import VideoCodec
 
-
-def _refuse_existing(targets: list[Path], overwrite: bool) -> None:
-    if not overwrite:
-        for t in targets:
-            if t.exists():
-                raise InputError(f"{t} exists (use --overwrite to replace it)")
+        build = VideoCodec.build
+    return rebuild(args.checkpoint, ckpt, build).to(args.device)
 
 
 def _progress(items: list[Any], desc: str) -> Any:
@@ -146,17 +147,23 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    if video.is_video_checkpoint(args.checkpoint):
-        return video.encode(args, _refuse_existing, _progress)
-    from codec.facade import bits_per_pixel
+    from codec.facade import Codec, bits_per_pixel
     from codec.files import atomic_write
-    from featcodec.inputs import IMAGE_SUFFIXES, TENSOR_SUFFIXES, collect, load_input
+    from featcodec.inputs import (
+        IMAGE_SUFFIXES,
+        TENSOR_SUFFIXES,
+        collect,
+        load_input,
+        refuse_existing,
+    )
 
+    codec = _load_codec(args)
+    if not isinstance(codec, Codec):
+        return video.encode(args, codec, _progress)
     files = collect(args.inputs, IMAGE_SUFFIXES | TENSOR_SUFFIXES, "images or tensors")
     out = Path(args.output)
     targets = [out / f"{f.stem}.fcb" for f in files]
-    _refuse_existing(targets, args.overwrite)
-    codec = _load_codec(args)
+    refuse_existing(targets, args.overwrite)
     streams: list[bytes] = []
     rates: list[float] = []
     for f in _progress(files, "encode"):
@@ -184,21 +191,22 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def _decode(args: argparse.Namespace) -> int:
-    if video.is_video_checkpoint(args.checkpoint):
-        return video.decode(args, _refuse_existing, _prediction)
     import torch
 
     from codec import bitstream
     from codec.errors import BitstreamError
+    from codec.facade import Codec
     from codec.files import atomic_path, atomic_write
-    from featcodec.inputs import STREAM_SUFFIXES, collect
+    from featcodec.inputs import STREAM_SUFFIXES, collect, refuse_existing
     from models.heads import task_of
 
+    codec = _load_codec(args)
+    if not isinstance(codec, Codec):
+        return video.decode(args, codec, _prediction)
     files = collect(args.streams, STREAM_SUFFIXES, "streams")
     out = Path(args.output)
     targets = [out / f"{f.stem}.pt" for f in files]
     predictions_path = out / "predictions.json"
-    codec = _load_codec(args)
     streams = []
     for f in files:  # validate every stream before writing anything
         stream = bitstream.read(f, args.layers)
@@ -219,7 +227,7 @@ def _decode(args: argparse.Namespace) -> int:
     dense = task in ("segmentation", "depth")
     outputs = [out / f"{f.stem}.output.pt" for f in files] if dense else []
     previews = [out / f"{f.stem}.preview.png" for f in files] if args.preview else []
-    _refuse_existing([*targets, *extra, *previews, *outputs, predictions_path], args.overwrite)
+    refuse_existing([*targets, *extra, *previews, *outputs, predictions_path], args.overwrite)
     predictions: dict[str, Any] = {}
     for i, (f, stream, target) in enumerate(
         _progress(list(zip(files, streams, targets, strict=True)), "decode")
@@ -354,15 +362,11 @@ def _frames_summary(stream: Any) -> dict[str, Any]:
     if not any(x.kind == SectionKind.MOTION for x in stream.sections):
         return {}
     kinds = frame_kinds(stream)
-    sizes = [0] * len(kinds)
-    motion = []
-    for x in stream.sections:
-        sizes[x.frame] += len(x.payload)
-        if x.kind == SectionKind.MOTION:
-            motion.append(len(x.payload))
+    sizes = stream.frame_bytes()
+    motion = [len(x.payload) for x in stream.sections if x.kind == SectionKind.MOTION]
 
     def mean(kind: str) -> float:
-        found = [n for n, k in zip(sizes, kinds, strict=True) if k == kind]
+        found = [sizes.get(t, 0) for t, k in enumerate(kinds) if k == kind]
         return sum(found) / max(1, len(found))
 
     return {

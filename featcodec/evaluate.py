@@ -213,16 +213,14 @@ def eval_motion(args: argparse.Namespace) -> int:
         plot_motion,
         report_json,
     )
+    from featcodec.inputs import refuse_existing
 
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {args.device} requested but CUDA is not available")
     json_path, png_path = output_paths(args.out)
-    if not args.overwrite:
-        for p in (json_path, png_path):
-            if p.exists():
-                raise InputError(f"{p} exists (use --overwrite to replace it)")
+    refuse_existing([json_path, png_path], args.overwrite)
     cfg = MotionConfig(
         backbone=args.backbone,
         layer=args.layer,
@@ -254,6 +252,7 @@ def eval_video(args: argparse.Namespace) -> int:
     from codec.files import atomic_write
     from codec.video import VideoCodec
     from eval.video import evaluate_video, format_video
+    from featcodec.inputs import refuse_existing
     from training.datasets import SyntheticClips
 
     if args.threads:
@@ -261,8 +260,7 @@ def eval_video(args: argparse.Namespace) -> int:
     if min(args.clips, args.image_size, args.intra_period) < 1 or args.frames < 2:
         raise InputError("--clips, --image-size, --intra-period must be ≥ 1 and --frames ≥ 2")
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} exists (use --overwrite to replace it)")
+    refuse_existing([out], args.overwrite)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {args.device} requested but CUDA is not available")
     codec = VideoCodec.from_checkpoint(args.checkpoint).to(args.device)
@@ -308,6 +306,7 @@ def eval_rd(args: argparse.Namespace) -> int:
     from eval.metrics import task_of
     from eval.rd import TaskSplit, find_checkpoints, synthetic_eval_set
     from eval.results import write_results
+    from featcodec.inputs import refuse_existing
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -321,10 +320,7 @@ def eval_rd(args: argparse.Namespace) -> int:
     settings = _settings(args.settings, names)
     anchors = [build_anchor(n, settings=settings.get(n)) for n in names]  # fail before work
     out = Path(args.out)
-    if not args.overwrite:
-        for p in (out, out.with_suffix(".csv")):
-            if p.exists():
-                raise InputError(f"{p} exists (use --overwrite to replace it)")
+    refuse_existing([out, out.with_suffix(".csv")], args.overwrite)
     points, notes = find_checkpoints(args.checkpoints, args.name) if args.checkpoints else ([], [])
     for note in notes:
         print(f"featcodec: {note}", file=sys.stderr)

@@ -49,6 +49,14 @@ def collect(paths: list[str], suffixes: frozenset[str], what: str) -> list[Path]
     return files
 
 
+def refuse_existing(targets: list[Path], overwrite: bool) -> None:
+    """Refuse to replace an existing output file unless ``overwrite`` (``--overwrite``)."""
+    if not overwrite:
+        for t in targets:
+            if t.exists():
+                raise InputError(f"{t} exists (use --overwrite to replace it)")
+
+
 def load_image(path: Path) -> Tensor:
     """RGB image ``(3, H, W)`` float32 in [0, 1]."""
     try:

@@ -44,38 +44,14 @@ def add_arguments(encode: argparse.ArgumentParser, decode: argparse.ArgumentPars
     )
 
 
-def is_video_checkpoint(path: str) -> bool:
-    """Whether ``path`` is a video codec checkpoint (validated by the loader either way)."""
-    from codec.errors import CheckpointError
-    from codec.facade import load_checkpoint
-
-    try:
-        load_checkpoint(path, kind="video")
-    except CheckpointError as e:
-        if "not a video checkpoint" in str(e):
-            return False
-        raise
-    return True
-
-
-def _load(args: argparse.Namespace) -> Any:
-    import torch
-
-    from codec.errors import InputError
-    from codec.video import VideoCodec
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {args.device} requested but CUDA is not available")
-    return VideoCodec.from_checkpoint(args.checkpoint).to(args.device)
-
-
-def encode(args: argparse.Namespace, refuse_existing: Any, progress: Any) -> int:
+def encode(args: argparse.Namespace, codec: Any, progress: Any) -> int:
+    """``featcodec encode`` with a video codec: one stream per folder of frames or video."""
     from codec.bitstream import unpack
     from codec.errors import InputError
     from codec.facade import bits_per_pixel
     from codec.files import atomic_write
     from codec.video import frame_kinds
-    from featcodec.inputs import load_frames
+    from featcodec.inputs import load_frames, refuse_existing
 
     if args.layers != "all":
         raise InputError("--layers applies to scalable image codecs, not to video codecs")
@@ -86,7 +62,6 @@ def encode(args: argparse.Namespace, refuse_existing: Any, progress: Any) -> int
         raise InputError("two inputs would write the same stream name")
     refuse_existing(targets, args.overwrite)
     sequences = [load_frames(p) for p in sources]  # every input read before anything is coded
-    codec = _load(args)
     streams = []
     for source, frames in zip(sources, sequences, strict=True):
         bar = progress(range(len(frames)), f"encode {source.name}")
@@ -110,7 +85,8 @@ def encode(args: argparse.Namespace, refuse_existing: Any, progress: Any) -> int
     return 0
 
 
-def decode(args: argparse.Namespace, refuse_existing: Any, prediction: Any) -> int:
+def decode(args: argparse.Namespace, codec: Any, prediction: Any) -> int:
+    """``featcodec decode`` with a video codec: every frame of each stream."""
     import sys
 
     import torch
@@ -118,7 +94,7 @@ def decode(args: argparse.Namespace, refuse_existing: Any, prediction: Any) -> i
     from codec import bitstream
     from codec.errors import BitstreamError, InputError
     from codec.files import atomic_path, atomic_write
-    from featcodec.inputs import STREAM_SUFFIXES, collect
+    from featcodec.inputs import STREAM_SUFFIXES, collect, refuse_existing
     from models.heads import task_of
 
     if args.layers != "all" or args.preview:
@@ -127,7 +103,6 @@ def decode(args: argparse.Namespace, refuse_existing: Any, prediction: Any) -> i
     out = Path(args.output)
     folders = [out / f.stem for f in files]
     refuse_existing(folders, args.overwrite)
-    codec = _load(args)
     streams = []
     for f in files:  # validate every stream before decoding or writing anything
         stream = bitstream.read(f, corrupt="mark")  # a corrupt frame is named when decoded

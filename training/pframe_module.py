@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from codec.edge_motion import camera_affine, latent_motion
+from codec.edge_motion import camera_affine
 from codec.entropy import bits
 from codec.facade import Codec
-from codec.motion import warp
 from codec.video import MOTION_SOURCES, VideoCodec
 from eval.metrics import task_metric
 from models.heads import task_of
@@ -102,14 +101,14 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
         """Predict frame ``t`` of every clip from ``reference`` with the motion the decoder
         gets (quantized side information)."""
         images, source = batch["images"], self.hparams.motion
-        size, input_size = tuple(reference.shape[-2:]), tuple(images.shape[-2:])
-        flows = []
+        motions = []
         for b in range(images.shape[0]):
             theta = camera_affine(batch["camera"][b], t) if source == "affine" else None
             flow = batch["flow"][b, t] if source == "flow" else None
-            m = self.codec.edge_motion(source, images[b, t - 1], images[b, t], flow, theta)
-            flows.append(latent_motion(m, self.codec.stride, size, input_size))
-        return warp(reference, torch.cat(flows).to(reference), check=False)
+            motions.append(
+                self.codec.edge_motion(source, images[b, t - 1], images[b, t], flow, theta)
+            )
+        return self.codec.predict(reference, motions, tuple(images.shape[-2:]))
 
     def _distortion(self, f_hat: Tensor, f: Tensor, frame: dict[str, Any]) -> tuple[Tensor, Any]:
         back = self.codec.intra.back
