@@ -12,7 +12,7 @@ Layout, version 1 (integers little-endian; ``varint`` is unsigned LEB128, at mos
       dims       varint×ndim, each 1..65536; at most 2**28 elements per shape
     n_sections   varint    1..262144 (one byte up to 127 sections)
       kind       u8        1 hyper, 2 base, 3 hyper-enh, 4 enh (an image or an I-frame);
-                           5 motion, 6 inter-hyper, 7 inter (a P-frame, see codec.video)
+                           5 inter (a P-frame, see codec.video)
       frame      varint    0..65535
       length     varint    payload bytes
       crc32      u32       CRC-32 of the payload
@@ -20,7 +20,8 @@ Layout, version 1 (integers little-endian; ``varint`` is unsigned LEB128, at mos
     payloads               in section order: base sections before enhancement sections
 
 A video sequence is one stream: each frame's sections carry its index, an I-frame has hyper +
-base sections, a P-frame motion + inter-hyper + inter sections (all in the base layer).
+base sections, a P-frame one inter section (in the base layer) whose payload is its motion
+side information, length-prefixed (:func:`join_prefixed`), then one rANS string.
 
 :func:`unpack` validates every field, in order, before any tensor is allocated: anything
 malformed, truncated, foreign or inconsistent raises :class:`~codec.errors.BitstreamError`
@@ -69,9 +70,7 @@ class SectionKind(IntEnum):
     BASE = 2
     HYPER_ENH = 3
     ENH = 4
-    MOTION = 5
-    INTER_HYPER = 6
-    INTER = 7
+    INTER = 5
 
 
 LAYER_OF = {
@@ -79,8 +78,6 @@ LAYER_OF = {
     SectionKind.BASE: "base",
     SectionKind.HYPER_ENH: "enhancement",
     SectionKind.ENH: "enhancement",
-    SectionKind.MOTION: "base",
-    SectionKind.INTER_HYPER: "base",
     SectionKind.INTER: "base",
 }
 """The layer each kind of section belongs to."""
@@ -103,6 +100,11 @@ class Section:
     frame: int = 0
 
     @property
+    def record_bytes(self) -> int:
+        """Bytes of this section's record in the header: kind, frame, length and CRC-32."""
+        return 1 + len(_varint(self.frame)) + len(_varint(len(self.payload))) + 4
+
+    @property
     def name(self) -> str:
         return self.kind.name.lower().replace("_", "-")
 
@@ -118,7 +120,8 @@ class Stream:
         header_bytes: size of the header (filled in by :func:`unpack`).
         cut: the stream ends right after its base sections although the header announces
             enhancement sections (read with ``layers="base"``); they are not in ``sections``.
-        corrupt: frames with a section that failed its CRC (read with ``corrupt="mark"``);
+        corrupt: frames with a section that failed its CRC (read with ``corrupt="mark"``),
+            each with the kinds of its failed sections (their header records are intact);
             those sections are not in ``sections``.
     """
 
@@ -128,7 +131,7 @@ class Stream:
     version: int = VERSION
     header_bytes: int = field(default=0, compare=False)
     cut: bool = field(default=False, compare=False)
-    corrupt: frozenset[int] = field(default=frozenset(), compare=False)
+    corrupt: dict[int, frozenset[SectionKind]] = field(default_factory=dict, compare=False)
 
     def has(self, kind: SectionKind, frame: int = 0) -> bool:
         return any(s.kind == kind and s.frame == frame for s in self.sections)
@@ -141,10 +144,12 @@ class Stream:
         return out
 
     def frame_bytes(self) -> dict[int, int]:
-        """Payload bytes of each frame's sections (a sequence's per-frame rate)."""
+        """Bytes of each frame (a sequence's per-frame rate): its sections' payloads and their
+        records in the header (:attr:`Section.record_bytes`). The rest of the header is the
+        stream's, shared by every frame."""
         out: dict[int, int] = {}
         for s in self.sections:
-            out[s.frame] = out.get(s.frame, 0) + len(s.payload)
+            out[s.frame] = out.get(s.frame, 0) + len(s.payload) + s.record_bytes
         return out
 
     def shape(self, tag: ShapeTag) -> tuple[int, ...]:
@@ -171,6 +176,24 @@ def _varint(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+def join_prefixed(head: bytes, tail: bytes) -> bytes:
+    """``varint(len(head)) + head + tail``: two parts of one payload (:func:`split_prefixed`)."""
+    return _varint(len(head)) + head + tail
+
+
+def split_prefixed(payload: bytes, what: str) -> tuple[bytes, bytes]:
+    """Inverse of :func:`join_prefixed`; ``what`` names the head in the error."""
+    r = _Reader(payload)
+    try:
+        n = r.varint(f"{what} length")
+        head = r.take(n, what)
+    except BitstreamError:
+        raise BitstreamError(
+            f"malformed payload: {len(payload)} bytes end inside the {what}"
+        ) from None
+    return head, payload[r.pos :]
 
 
 def pack(stream: Stream) -> bytes:
@@ -325,20 +348,21 @@ def unpack(data: bytes, layers: str = "all", corrupt: str = "raise") -> Stream:
         raise BitstreamError(f"{len(data) - expected} unexpected bytes after the last section")
 
     sections = []
-    bad: set[int] = set()
+    bad: dict[int, set[SectionKind]] = {}
     pos = header_bytes
     for kind, frame, length, crc in records:
         payload = bytes(data[pos : pos + length])
         pos += length
         if zlib.crc32(payload) != crc:
             if corrupt == "mark":
-                bad.add(frame)
+                bad.setdefault(frame, set()).add(SectionKind(kind))
                 continue
             raise BitstreamError(
                 f"corrupt {Section(kind, b'').name} section (frame {frame}): CRC-32 mismatch"
             )
         sections.append(Section(kind, payload, frame))
-    return Stream(fingerprint, shapes, tuple(sections), version, header_bytes, cut, frozenset(bad))
+    lost = {frame: frozenset(kinds) for frame, kinds in bad.items()}
+    return Stream(fingerprint, shapes, tuple(sections), version, header_bytes, cut, lost)
 
 
 def read(path: str | os.PathLike[str], layers: str = "all", corrupt: str = "raise") -> Stream:

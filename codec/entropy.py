@@ -86,6 +86,52 @@ def rans_decode(string: bytes, indexes: Tensor, tables: CodingTables) -> Tensor:
     return flat[: indexes.numel()].reshape(indexes.shape)
 
 
+class RansWriter:
+    """Several groups of symbols, each with its own tables, in one rANS string.
+
+    One string means one flush (8 bytes) instead of one per group: a P-frame writes its
+    hyper-latent and its latent this way. Groups are read back in the order they were written
+    (:class:`RansReader`).
+    """
+
+    def __init__(self) -> None:
+        self._encoder = ans.BufferedRansEncoder()
+        self._count = 0
+        self._last: CodingTables | None = None
+
+    def write(self, symbols: Tensor, indexes: Tensor, tables: CodingTables) -> None:
+        """Queue integer ``symbols`` coded with the table chosen per element by ``indexes``."""
+        values, index_list = symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist()
+        self._encoder.encode_with_indexes(values, index_list, *tables)
+        self._count += len(values)
+        self._last = tables
+
+    def flush(self) -> bytes:
+        """The string of everything written (padded to the coder's minimum symbol count)."""
+        if self._last is None:
+            raise ValueError("nothing was written")
+        values: list[int] = []
+        indexes = [0] * self._count
+        _pad(values, indexes, self._last)  # the reader never reads the padding
+        if values:
+            self._encoder.encode_with_indexes(values, [0] * len(values), *self._last)
+        return self._encoder.flush()
+
+
+class RansReader:
+    """Reads the groups of a :class:`RansWriter` string back, in order."""
+
+    def __init__(self, string: bytes) -> None:
+        self._decoder = ans.RansDecoder()
+        self._decoder.set_stream(string)
+
+    def read(self, indexes: Tensor, tables: CodingTables) -> Tensor:
+        """The next group: int32 symbols shaped like ``indexes``."""
+        values = self._decoder.decode_stream(indexes.reshape(-1).tolist(), *tables)
+        flat = torch.frombuffer(array.array("i", values), dtype=torch.int32)
+        return flat.reshape(indexes.shape)
+
+
 def bits(likelihoods: Tensor) -> Tensor:
     """Ideal code length −Σlog₂p of ``likelihoods`` in bits (a training signal, not a rate)."""
     return -torch.log2(likelihoods).sum()
@@ -158,6 +204,22 @@ class GaussianCoder(GaussianConditional):
         return [rans_encode(symbols[i], indexes[i], tables) for i in range(y.shape[0])]
 
     @torch.no_grad()
+    def write(self, writer: RansWriter, y: Tensor, scales: Tensor, means: Tensor) -> Tensor:
+        """Queue ``round(y − μ)`` of a single element (1, M, h, w) in ``writer``; returns
+        ``Ŷ``, as :meth:`read` will return it."""
+        symbols = torch.round(y - means)
+        writer.write(
+            symbols.to(torch.int32).cpu(), self.build_indexes(scales).cpu(), self.coding_tables()
+        )
+        return symbols + means
+
+    @torch.no_grad()
+    def read(self, reader: RansReader, scales: Tensor, means: Tensor) -> Tensor:
+        """Inverse of :meth:`write`: ``Ŷ = symbols + μ``, shaped like ``means``."""
+        symbols = reader.read(self.build_indexes(scales).cpu(), self.coding_tables())
+        return symbols.to(device=means.device, dtype=means.dtype) + means
+
+    @torch.no_grad()
     def decode(self, strings: list[bytes], scales: Tensor, means: Tensor) -> Tensor:
         """Inverse of :meth:`encode`: returns ``Ŷ = symbols + μ``, shaped like ``means``."""
         if len(strings) != means.shape[0] or scales.shape != means.shape:
@@ -208,6 +270,27 @@ class FactorizedCoder(EntropyBottleneck):
         )
         indexes = indexes.expand_as(symbols[:1])
         return [rans_encode(symbols[i], indexes, tables) for i in range(z.shape[0])]
+
+    def _indexes(self, size: tuple[int, ...]) -> Tensor:
+        shape = (self.channels,) + (1,) * len(size)
+        return torch.arange(self.channels, dtype=torch.int32).reshape(shape).expand(-1, *size)
+
+    @torch.no_grad()
+    def write(self, writer: RansWriter, z: Tensor) -> Tensor:
+        """Queue ``round(z − median)`` of a single element (1, N, h, w) in ``writer``;
+        returns ``Ẑ``, as :meth:`read` will return it."""
+        medians = self._medians(z.ndim)
+        symbols = torch.round(z - medians)
+        indexes = self._indexes(tuple(z.shape[2:]))
+        writer.write(symbols.to(torch.int32).cpu(), indexes, self.coding_tables())
+        return symbols + medians
+
+    @torch.no_grad()
+    def read(self, reader: RansReader, size: tuple[int, ...]) -> Tensor:
+        """Inverse of :meth:`write`; ``size`` is the spatial size ``(h, w)`` of ``z``."""
+        medians = self._medians(2 + len(size))
+        symbols = reader.read(self._indexes(size), self.coding_tables())[None]
+        return symbols.to(device=medians.device, dtype=medians.dtype) + medians
 
     @torch.no_grad()
     def decode(self, strings: list[bytes], size: tuple[int, ...]) -> Tensor:

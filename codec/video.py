@@ -20,9 +20,10 @@ information (:mod:`codec.edge_motion`), and only the unpredictable part costs bi
 
 Which of the two is the default was settled by measuring both (README, "Video"). A sequence
 is one ``.fcb`` stream: every section carries its frame index, an I-frame has ``hyper`` and
-``base`` sections (decodable by the intra codec alone), a P-frame ``motion``, ``inter-hyper``
-and ``inter`` sections. A corrupt frame is reported by index, and decoding can resume at the
-next I-frame (:meth:`VideoCodec.decode_sequence`).
+``base`` sections (decodable by the intra codec alone), a P-frame one ``inter`` section: its
+motion side information, then one rANS string of ``Ẑ`` and ``Ŷ`` (each section record and
+each rANS flush cost 7–8 bytes, which at these rates matters). A corrupt frame is reported by
+index, and decoding can resume at the next I-frame (:meth:`VideoCodec.decode_sequence`).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from codec.bitstream import (
     SectionKind,
     ShapeTag,
     Stream,
+    join_prefixed,
     pack,
+    split_prefixed,
     unpack,
 )
 from codec.edge_motion import (
@@ -55,7 +58,7 @@ from codec.edge_motion import (
     global_affine,
     latent_motion,
 )
-from codec.entropy import FactorizedCoder, GaussianCoder
+from codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
 from codec.errors import BitstreamError, InputError
 from codec.facade import (
     Codec,
@@ -99,11 +102,10 @@ class PFrameOutput:
 
 @dataclass
 class PFrameCode:
-    """One rANS string per batch element for ``Ŷ`` (``y``) and ``Ẑ`` (``z``), and the
-    reconstruction the decoder will compute (the next frame's reference)."""
+    """One rANS string per batch element holding ``Ẑ`` then ``Ŷ``, and the reconstruction
+    the decoder will compute (the next frame's reference)."""
 
-    y: list[bytes]
-    z: list[bytes]
+    strings: list[bytes]
     features_hat: Tensor
 
 
@@ -210,26 +212,39 @@ class PFrameCodec(StridedStages, nn.Module):
 
     @torch.no_grad()
     def compress(self, f: Tensor, prediction: Tensor, mask: Tensor) -> PFrameCode:
-        """Entropy-code ``f`` (B, C, h, w) given the prediction; also returns ``F̂``."""
+        """Entropy-code ``f`` (B, C, h, w) given the prediction, ``Ẑ`` and ``Ŷ`` of each element
+        in one rANS string (one flush); also returns ``F̂``."""
         context = self._context(prediction, mask)
         y = self._analysis(f, prediction, context)
         z = self.h_a(y)
-        z_strings = self.entropy_z.encode(z)
-        z_hat = self.entropy_z.decode(z_strings, tuple(z.shape[-2:]))
+        writers = [RansWriter() for _ in range(f.shape[0])]
+        z_hat = torch.cat([self.entropy_z.write(w, z[i : i + 1]) for i, w in enumerate(writers)])
         scales, means = self._entropy_params(z_hat, context)
-        y_strings = self.entropy_y.encode(y, scales, means)
-        y_hat = torch.round(y - means) + means
-        return PFrameCode(y_strings, z_strings, self._synthesis(y_hat, prediction, context))
+        y_hat = torch.cat(
+            [
+                self.entropy_y.write(w, y[i : i + 1], scales[i : i + 1], means[i : i + 1])
+                for i, w in enumerate(writers)
+            ]
+        )
+        strings = [w.flush() for w in writers]
+        return PFrameCode(strings, self._synthesis(y_hat, prediction, context))
 
     @torch.no_grad()
-    def decompress(
-        self, y_strings: list[bytes], z_strings: list[bytes], prediction: Tensor, mask: Tensor
-    ) -> Tensor:
+    def decompress(self, strings: list[bytes], prediction: Tensor, mask: Tensor) -> Tensor:
         """``F̂`` from the strings and the same prediction and mask as the encoder's."""
+        if len(strings) != prediction.shape[0]:
+            raise ValueError("one string per batch element")
         context = self._context(prediction, mask)
-        z_hat = self.entropy_z.decode(z_strings, self.hyper_size(*prediction.shape[-2:]))
+        readers = [RansReader(s) for s in strings]
+        size = self.hyper_size(*prediction.shape[-2:])
+        z_hat = torch.cat([self.entropy_z.read(r, size) for r in readers])
         scales, means = self._entropy_params(z_hat, context)
-        y_hat = self.entropy_y.decode(y_strings, scales, means)
+        y_hat = torch.cat(
+            [
+                self.entropy_y.read(r, scales[i : i + 1], means[i : i + 1])
+                for i, r in enumerate(readers)
+            ]
+        )
         return self._synthesis(y_hat, prediction, context)
 
 
@@ -263,21 +278,18 @@ class DecodedSequence:
 
 
 def frame_kinds(stream: Stream) -> list[str]:
-    """ "I" or "P" for each frame of a sequence stream (frames are numbered 0..T−1). A frame
-    whose sections were all lost to corruption is "?"."""
-    present: dict[int, set[SectionKind]] = {}
+    """ "I" or "P" for each frame of a sequence stream (frames are numbered 0..T−1), from the
+    kinds of its sections, corrupt ones included (their header records are intact)."""
+    present: dict[int, set[SectionKind]] = {t: set(k) for t, k in stream.corrupt.items()}
     for s in stream.sections:
         present.setdefault(s.frame, set()).add(s.kind)
-    count = max([*present, *stream.corrupt], default=-1) + 1
     kinds = []
-    for t in range(count):
+    for t in range(max(present, default=-1) + 1):
         have = present.get(t, set())
         if have & {SectionKind.HYPER, SectionKind.BASE}:
             kinds.append("I")
-        elif have & {SectionKind.MOTION, SectionKind.INTER_HYPER, SectionKind.INTER}:
+        elif SectionKind.INTER in have:
             kinds.append("P")
-        elif t in stream.corrupt:
-            kinds.append("?")
         else:
             raise BitstreamError(f"frame {t} is missing from the sequence")
     return kinds
@@ -445,11 +457,8 @@ class VideoCodec(nn.Module):
                 )
                 prediction, mask = self.predict(reference, m, (H, W))
                 pcode = self.inter.compress(f, prediction, mask)
-                sections += [
-                    Section(SectionKind.MOTION, self.coder.encode(m), t),
-                    Section(SectionKind.INTER_HYPER, pcode.z[0], t),
-                    Section(SectionKind.INTER, pcode.y[0], t),
-                ]
+                payload = join_prefixed(self.coder.encode(m), pcode.strings[0])
+                sections.append(Section(SectionKind.INTER, payload, t))
                 reference = pcode.features_hat
             if progress is not None:
                 progress(t)
@@ -482,15 +491,12 @@ class VideoCodec(nn.Module):
                 return self.intra.base.decompress([y], [z], size)[0], 0
             if reference is None:
                 raise BitstreamError("a P-frame without a decoded frame before it to predict from")
-            payload = stream.section(SectionKind.MOTION, t)
-            y = stream.section(SectionKind.INTER, t)
-            z = stream.section(SectionKind.INTER_HYPER, t)
-            for k, data in ((SectionKind.INTER_HYPER, z), (SectionKind.INTER, y)):
-                _check_rans(k, data)
+            side, string = split_prefixed(stream.section(SectionKind.INTER, t), "motion")
+            _check_rans(SectionKind.INTER, string)
             _, H, W = stream.shape(ShapeTag.INPUT)
-            motion = self.coder.decode(payload, (H, W))
+            motion = self.coder.decode(side, (H, W))
             prediction, mask = self.predict(reference, motion, (H, W))
-            return self.inter.decompress([y], [z], prediction, mask), len(payload)
+            return self.inter.decompress([string], prediction, mask), len(side)
         except BitstreamError as e:
             frame = {"I": "I-frame", "P": "P-frame"}.get(kind, "frame")
             raise BitstreamError(f"frame {t} ({frame}): {e}") from None
@@ -523,7 +529,7 @@ class VideoCodec(nn.Module):
                 continue
             try:
                 if t in stream.corrupt:
-                    what = {"I": "I-frame", "P": "P-frame"}.get(kind, "frame")
+                    what = {"I": "I-frame", "P": "P-frame"}[kind]
                     raise BitstreamError(
                         f"frame {t} ({what}): a section failed its CRC-32 check (corrupt data)"
                     )

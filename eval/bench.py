@@ -385,22 +385,22 @@ def _pframe_times(codec: Any, x: Tensor, theta: Tensor, repeat: int) -> tuple[fl
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     reference = codec.intra.features(x[:1])
 
-    def encode() -> tuple[bytes, bytes, bytes]:
+    def encode() -> tuple[bytes, bytes]:
         f = codec.intra.features(x[1:])
         motion = codec.coder.quantize(AffineMotion(theta))
         prediction, mask = codec.predict(reference, motion, size)
         code = codec.inter.compress(f, prediction, mask)
         sync()
-        return codec.coder.encode(motion), code.y[0], code.z[0]
+        return codec.coder.encode(motion), code.strings[0]
 
-    enc_ms, (side, y, z) = _median_ms(encode, repeat)
+    enc_ms, (side, string) = _median_ms(encode, repeat)
 
     def decode() -> Tensor:
         motion = codec.coder.decode(side, size)
         prediction, mask = codec.predict(reference, motion, size)
-        out = codec.intra.back(codec.inter.decompress([y], [z], prediction, mask))
+        out = codec.intra.back(codec.inter.decompress([string], prediction, mask))
         sync()
         return out
 
     dec_ms, _ = _median_ms(decode, repeat)
-    return enc_ms, dec_ms, len(side) + len(y) + len(z)
+    return enc_ms, dec_ms, len(side) + len(string)

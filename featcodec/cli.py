@@ -356,14 +356,15 @@ def _info(args: argparse.Namespace) -> int:
 
 def _frames_summary(stream: Any) -> dict[str, Any]:
     """Frame counts and mean bytes per frame type of a sequence stream (else nothing)."""
-    from codec.bitstream import SectionKind
+    from codec.bitstream import SectionKind, split_prefixed
     from codec.video import frame_kinds
 
-    if not any(x.kind == SectionKind.MOTION for x in stream.sections):
+    inter = [x.payload for x in stream.sections if x.kind == SectionKind.INTER]
+    if not inter:
         return {}
     kinds = frame_kinds(stream)
     sizes = stream.frame_bytes()
-    motion = [len(x.payload) for x in stream.sections if x.kind == SectionKind.MOTION]
+    motion = [len(split_prefixed(payload, "motion")[0]) for payload in inter]
 
     def mean(kind: str) -> float:
         found = [sizes.get(t, 0) for t, k in enumerate(kinds) if k == kind]

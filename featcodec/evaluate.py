@@ -96,6 +96,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         choices=["flow", "affine", "dis-flow", "dis-affine", "none"],
         help="side information: the clips' known flow or camera affine, or DIS-estimated",
     )
+    vi.add_argument(
+        "--global-motion",
+        action="store_true",
+        help="clips whose only motion is the camera's (a global affine per frame)",
+    )
     vi.add_argument("--seed", type=int, default=0)
     vi.add_argument("-o", "--out", default="runs/video/video.json", help="results JSON")
     vi.add_argument("--device", default="cpu")
@@ -264,13 +269,21 @@ def eval_video(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {args.device} requested but CUDA is not available")
     codec = VideoCodec.from_checkpoint(args.checkpoint).to(args.device)
-    clips = SyntheticClips("test", args.clips, args.image_size, args.frames, args.seed)
+    clips = SyntheticClips(
+        "test",
+        args.clips,
+        args.image_size,
+        args.frames,
+        args.seed,
+        shape_motion=not args.global_motion,
+    )
     start = time.perf_counter()
     report = evaluate_video(codec, clips, args.intra_period, args.motion)
     report.update(
         checkpoint=str(args.checkpoint),
         image_size=args.image_size,
         frames=args.frames,
+        global_motion=args.global_motion,
         seconds=time.perf_counter() - start,
     )
     atomic_write(out, json.dumps(report, indent=2))

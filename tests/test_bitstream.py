@@ -195,3 +195,28 @@ def test_written_files_get_the_usual_permissions(tmp_path) -> None:
         os.umask(old)
     mode = (tmp_path / "x.fcb").stat().st_mode & 0o777
     assert mode == (tmp_path / "plain").stat().st_mode & 0o777 == 0o644
+
+
+def test_prefixed_payloads_split_back_and_truncation_is_named() -> None:
+    for head, tail in ((b"", b"x"), (b"m" * 5, b""), (b"m" * 300, b"r" * 40)):
+        payload = bitstream.join_prefixed(head, tail)
+        assert bitstream.split_prefixed(payload, "motion") == (head, tail)
+    payload = bitstream.join_prefixed(b"m" * 300, b"")
+    for cut in (0, 1, 2, 150, len(payload) - 1):
+        with pytest.raises(BitstreamError, match="ends? inside the motion"):
+            bitstream.split_prefixed(payload[:cut], "motion")
+
+
+def test_frame_bytes_count_each_section_record_once() -> None:
+    sections = (
+        Section(SectionKind.HYPER, b"\x01" * 12, 0),
+        Section(SectionKind.BASE, b"\x02" * 200, 0),
+        Section(SectionKind.INTER, b"\x03" * 30, 1),
+    )
+    stream = Stream(bytes(8), {ShapeTag.FEATURES: (4, 2, 2)}, sections)
+    data = pack(stream)
+    frames = unpack(data).frame_bytes()
+    # kind + frame + length (2 bytes for 200) + CRC-32
+    assert frames == {0: 12 + 7 + 200 + 8, 1: 30 + 7}
+    records = sum(s.record_bytes for s in sections)
+    assert unpack(data).header_bytes - records + sum(frames.values()) == len(data)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from codec.entropy import FactorizedCoder, GaussianCoder, bits
+from codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter, bits
 from eval.bench import gaussian_latent, ideal_bits
 
 
@@ -112,3 +112,29 @@ def test_factorized_estimate_matches_real_bits_after_training() -> None:
     estimate = float(bits(lik))
     real = 8 * sum(len(s) for s in eb.encode(data))
     assert abs(real / estimate - 1) < 0.02
+
+
+@pytest.mark.parametrize("n", [1, 3, 8, 300])
+def test_one_string_holds_the_hyper_latent_and_the_latent(coder: GaussianCoder, n: int) -> None:
+    """A P-frame's Ẑ and Ŷ share one rANS string: read back in order, exactly, and one flush
+    (8 bytes) shorter than two strings; a handful of symbols (tiny frames) works too."""
+    torch.manual_seed(n)
+    factorized = FactorizedCoder(4).eval()
+    z = torch.randn(1, 4, 1, n) * 3
+    y, scales, means = (t[None] for t in gaussian_latent((2, 1, n), seed=n))
+    y[0, 0, 0, 0] = 300.0  # an outlier, coded by the escape mechanism
+    writer = RansWriter()
+    z_hat = factorized.write(writer, z)
+    y_hat = coder.write(writer, y, scales, means)
+    string = writer.flush()
+    reader = RansReader(string)
+    assert torch.equal(factorized.read(reader, (1, n)), z_hat)
+    assert torch.equal(coder.read(reader, scales, means), y_hat)
+    assert torch.equal(y_hat, torch.round(y - means) + means)
+    separate = len(factorized.encode(z)[0]) + len(coder.encode(y, scales, means)[0])
+    assert len(string) <= separate - 4
+
+
+def test_an_empty_writer_is_refused() -> None:
+    with pytest.raises(ValueError, match="nothing was written"):
+        RansWriter().flush()

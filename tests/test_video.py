@@ -9,7 +9,7 @@ import pytest
 import torch
 from quiet import quiet_trainer
 
-from codec.bitstream import Section, SectionKind, Stream, pack, unpack
+from codec.bitstream import Section, SectionKind, Stream, pack, split_prefixed, unpack
 from codec.errors import BitstreamError, InputError
 from codec.facade import Codec, default_arch
 from codec.video import PFrameCodec, VideoCodec, frame_kinds
@@ -94,7 +94,7 @@ def test_pframe_decoder_reproduces_the_encoder(conditional: bool) -> None:
     f, prediction = torch.randn(1, 8, 6, 5), torch.randn(1, 8, 6, 5)
     mask = torch.rand(1, 1, 6, 5) > 0.3
     code = p.compress(f, prediction, mask)
-    decoded = p.decompress(code.y, code.z, prediction, mask)
+    decoded = p.decompress(code.strings, prediction, mask)
     assert torch.equal(decoded, code.features_hat)
     assert decoded.shape == f.shape
     assert (decoded - f).abs().mean() < (prediction - f).abs().mean() * 2  # a sane range
@@ -106,12 +106,18 @@ def test_clip_codes_with_pframes_smaller_than_iframes(codec: VideoCodec, clip: d
     assert frame_kinds(stream) == ["I", "P", "P", "I", "P", "P"]
     frames = codec.decode_sequence(data).frames
     assert all(f is not None for f in frames)
-    # every byte of the stream is the header or some frame's, side information included
-    assert stream.header_bytes + sum(f.bytes for f in frames) == len(data)
+    # every byte of the stream is the stream's header or some frame's (its sections' payloads
+    # and records), side information included
+    records = sum(s.record_bytes for s in stream.sections)
+    assert stream.header_bytes - records + sum(f.bytes for f in frames) == len(data)
     for f in frames:
         if f.kind == "P":
-            motion = stream.section(SectionKind.MOTION, f.index)
+            motion, rans = split_prefixed(stream.section(SectionKind.INTER, f.index), "motion")
             assert 0 < f.motion_bytes == len(motion) < f.bytes
+            # one section (its record and payload): the motion, then one rANS string
+            (section,) = [s for s in stream.sections if s.frame == f.index]
+            assert f.bytes == section.record_bytes + len(section.payload)
+            assert len(rans) % 4 == 0 and section.payload.endswith(rans)
     # I-frames decode exactly as the intra codec decodes them alone
     alone, _ = codec.intra.base.decompress(
         [stream.section(SectionKind.BASE, 3)], [stream.section(SectionKind.HYPER, 3)], (8, 8)

@@ -1003,7 +1003,8 @@ class SyntheticScenes(_Memoised):
 
 class SyntheticClips(_Memoised):
     """``size`` synthetic clips of ``num_frames`` frames of ``split`` (see ``Clip.as_dict``),
-    memoised when ``cache`` is set."""
+    memoised when ``cache`` is set. ``shape_motion=False`` keeps the shapes still in the
+    scene, so the only motion is the camera's: a global affine per frame."""
 
     def __init__(
         self,
@@ -1013,13 +1014,18 @@ class SyntheticClips(_Memoised):
         num_frames: int = 4,
         seed: int = 0,
         cache: bool = True,
+        shape_motion: bool = True,
     ) -> None:
         super().__init__(split, size, image_size, seed, cache)
         self.num_frames = int(num_frames)
+        self.shape_motion = bool(shape_motion)
 
     def _render(self, index: int) -> dict[str, Tensor]:
         clip_seed = item_seed(self.seed, self.split, index, _TAG_CLIPS)
-        return render_clip(clip_seed, self.num_frames, self.image_size).as_dict()
+        clip = render_clip(
+            clip_seed, self.num_frames, self.image_size, shape_motion=self.shape_motion
+        )
+        return clip.as_dict()
 
 
 _VARIABLE_FIELDS = frozenset({"boxes", "box_labels", "keypoints", "shape_transforms"})
@@ -1126,7 +1132,8 @@ class SyntheticScenesDataModule(pl.LightningDataModule):
 
 class SyntheticClipsDataModule(SyntheticScenesDataModule):
     """Train / val / test splits of ``SyntheticClips`` (``num_frames`` frames each, with the
-    known backward flow and camera motion), batched with ``collate_clips`` to (B, T, ...)."""
+    known backward flow and camera motion), batched with ``collate_clips`` to (B, T, ...).
+    ``shape_motion=False``: the camera's global affine is the only motion."""
 
     def __init__(
         self,
@@ -1138,9 +1145,11 @@ class SyntheticClipsDataModule(SyntheticScenesDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         seed: int = 0,
+        shape_motion: bool = True,
     ) -> None:
         super().__init__(image_size, train_size, val_size, test_size, batch_size, num_workers, seed)
         self.save_hyperparameters()
+        self.shape_motion = shape_motion
         if num_frames < 2:
             raise ValueError(
                 f"clips need at least 2 frames (an I-frame and a P-frame), not {num_frames}"
@@ -1148,4 +1157,6 @@ class SyntheticClipsDataModule(SyntheticScenesDataModule):
         self.num_frames = num_frames
 
     def _make(self, split: str, size: int) -> SyntheticClips:  # type: ignore[override]
-        return SyntheticClips(split, size, self.image_size, self.num_frames, self.seed)
+        return SyntheticClips(
+            split, size, self.image_size, self.num_frames, self.seed, shape_motion=self.shape_motion
+        )
