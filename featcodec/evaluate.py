@@ -85,7 +85,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     vi = ev_sub.add_parser(
         "video", help="P-frame against I-frame bytes and task accuracy on synthetic clips"
     )
-    vi.add_argument("checkpoint", help="video codec checkpoint (featcodec train ... pframe.yaml)")
+    vi.add_argument(
+        "checkpoints",
+        nargs="+",
+        metavar="checkpoint",
+        help="video codec checkpoints (featcodec train ... pframe.yaml); several P-frame "
+        "codecs behind one intra codec (e.g. trained at several λ) give an RD curve, read at "
+        "the all-intra accuracy",
+    )
     vi.add_argument("--clips", type=int, default=50, help="test clips")
     vi.add_argument("--frames", type=int, default=8, help="frames per clip")
     vi.add_argument("--image-size", type=int, default=96)
@@ -100,6 +107,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--global-motion",
         action="store_true",
         help="clips whose only motion is the camera's (a global affine per frame)",
+    )
+    vi.add_argument(
+        "--skip-no-motion", action="store_true", help="leave out the zero-motion baseline"
     )
     vi.add_argument("--seed", type=int, default=0)
     vi.add_argument("-o", "--out", default="runs/video/video.json", help="results JSON")
@@ -268,7 +278,9 @@ def eval_video(args: argparse.Namespace) -> int:
     refuse_existing([out], args.overwrite)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {args.device} requested but CUDA is not available")
-    codec = VideoCodec.from_checkpoint(args.checkpoint).to(args.device)
+    codecs = [VideoCodec.from_checkpoint(c).to(args.device) for c in args.checkpoints]
+    if len({c.intra.fingerprint for c in codecs}) != 1:
+        raise InputError("the checkpoints' P-frame codecs are behind different intra codecs")
     clips = SyntheticClips(
         "test",
         args.clips,
@@ -278,9 +290,11 @@ def eval_video(args: argparse.Namespace) -> int:
         shape_motion=not args.global_motion,
     )
     start = time.perf_counter()
-    report = evaluate_video(codec, clips, args.intra_period, args.motion)
+    names = [str(c) for c in args.checkpoints]
+    report = evaluate_video(
+        codecs, clips, args.intra_period, args.motion, not args.skip_no_motion, names=names
+    )
     report.update(
-        checkpoint=str(args.checkpoint),
         image_size=args.image_size,
         frames=args.frames,
         global_motion=args.global_motion,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from codec.bitstream import Section, SectionKind, Stream, pack, split_prefixed, 
 from codec.errors import BitstreamError, InputError
 from codec.facade import Codec, default_arch
 from codec.video import PFrameCodec, VideoCodec, frame_kinds
+from eval.video import bytes_at_metric
 from featcodec.cli import main
 from training.datasets import SyntheticClipsDataModule, SyntheticScenes, render_clip
 from training.pframe_module import PFrameModule
@@ -274,3 +276,44 @@ def test_cli_refuses_frames_of_different_sizes(
     assert main(args) == 1
     assert "3.png is 64×16" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_bytes_at_equal_metric_reads_the_rd_curve() -> None:
+    points = [(100.0, 0.40), (50.0, 0.30), (200.0, 0.45)]
+    assert bytes_at_metric(points, 0.35) == pytest.approx((75.0, "interpolated"))
+    assert bytes_at_metric(points, 0.44) == pytest.approx((180.0, "interpolated"))
+    assert bytes_at_metric(points, 0.25) == (50.0, "at most")  # never extrapolated
+    assert bytes_at_metric(points, 0.50) is None
+    # a noisy curve: the cheapest crossing counts
+    assert bytes_at_metric([(10.0, 0.2), (20.0, 0.5), (30.0, 0.3), (40.0, 0.6)], 0.4) == (
+        pytest.approx(16.666, abs=1e-3),
+        "interpolated",
+    )
+
+
+def test_eval_video_compares_pframe_codecs_at_equal_accuracy(
+    codec: VideoCodec, trained: tuple, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    untrained = tmp_path / "untrained.ckpt"  # a second RD point behind the same intra codec
+    VideoCodec(codec.intra, codec.inter_arch, codec.motion_arch).save(untrained)
+    out = tmp_path / "video.json"
+    options = ["--clips", "2", "--frames", "3", "--image-size", str(SIZE), "--intra-period", "3"]
+    options += ["--global-motion", "--motion", "affine", "-o", str(out)]
+    assert main(["eval", "video", str(trained[3]), str(untrained), *options]) == 0
+    report = json.loads(out.read_text())
+    assert [c["name"] for c in report["codecs"]] == [str(trained[3]), str(untrained)]
+    intra = report["intra"]
+    assert intra["frames"] == {"I": 6}
+    for entry in report["codecs"]:
+        assert entry["video"]["frames"] == {"I": 2, "P": 4}
+        assert entry["no_motion"]["frames"] == {"I": 2, "P": 4}
+        assert entry["video"]["motion_bytes"] > 0
+        assert entry["p_over_i_bytes"] == entry["video"]["bytes"]["P"] / intra["bytes"]["I"]
+    points = [(c["video"]["bytes"]["P"], c["p_metric"]) for c in report["codecs"]]
+    found = bytes_at_metric(points, intra["metric"]["I"])
+    assert (report["equal_metric"] is None) == (found is None)
+    assert "all-intra" in capsys.readouterr().out
+    # codecs behind different intra codecs cannot share one curve
+    other = tmp_path / "other.ckpt"
+    VideoCodec.build(codec.arch).save(other)
+    assert main(["eval", "video", str(trained[3]), str(other), *options, "--overwrite"]) == 1
