@@ -34,10 +34,10 @@ elif [ "$1" = global ]; then
       --trainer.logger.init_args.name pframe --trainer.logger.init_args.version lambda$l \
       --trainer.callbacks.init_args.dirpath $R/lambda$l $quiet
   done
-  for m in affine dis-affine; do
-    $F eval video $R/lambda{0.1,0.3,1,3}/last.ckpt --clips 150 --frames 8 --image-size 96 \
-      --global-motion --motion $m -o $R/eval-$m.json --overwrite
-  done
+  $F eval video $R/lambda{0.1,0.3,1,3}/last.ckpt --clips 150 --frames 8 --image-size 96 \
+    --global-motion --motion affine -o $R/eval-affine.json --overwrite
+  $F eval video $R/lambda{0.1,0.3,1,3}/last.ckpt --clips 150 --frames 8 --image-size 96 \
+    --global-motion --motion dis-affine --skip-no-motion -o $R/eval-dis-affine.json --overwrite
 else
   R=runs/video96
   $F train --config configs/tasknet.yaml --data.image_size 96 --data.train_size 2400 \
