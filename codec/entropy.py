@@ -265,13 +265,11 @@ class FactorizedCoder(EntropyBottleneck):
         """Entropy-code ``round(z − median)`` of ``z`` ``(B, N, h, w)``, one string per element."""
         tables = self.coding_tables()
         symbols = torch.round(z - self._medians(z.ndim)).to(torch.int32).cpu()
-        indexes = torch.arange(self.channels, dtype=torch.int32).reshape(
-            self._medians(z.ndim).shape
-        )
-        indexes = indexes.expand_as(symbols[:1])
+        indexes = self._indexes(tuple(z.shape[2:]))
         return [rans_encode(symbols[i], indexes, tables) for i in range(z.shape[0])]
 
     def _indexes(self, size: tuple[int, ...]) -> Tensor:
+        """The table of each element of one ``(N, *size)`` hyper-latent: its channel."""
         shape = (self.channels,) + (1,) * len(size)
         return torch.arange(self.channels, dtype=torch.int32).reshape(shape).expand(-1, *size)
 
@@ -297,7 +295,6 @@ class FactorizedCoder(EntropyBottleneck):
         """Inverse of :meth:`encode`; ``size`` is the spatial size ``(h, w)`` of ``z``."""
         tables = self.coding_tables()
         medians = self._medians(2 + len(size))
-        indexes = torch.arange(self.channels, dtype=torch.int32).reshape(medians.shape[1:])
-        indexes = indexes.expand(self.channels, *size)
+        indexes = self._indexes(size)
         symbols = torch.stack([rans_decode(s, indexes, tables) for s in strings])
         return symbols.to(device=medians.device, dtype=medians.dtype) + medians
