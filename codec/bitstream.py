@@ -102,7 +102,7 @@ class Section:
     @property
     def record_bytes(self) -> int:
         """Bytes of this section's record in the header: kind, frame, length and CRC-32."""
-        return 1 + len(_varint(self.frame)) + len(_varint(len(self.payload))) + 4
+        return 1 + len(varint(self.frame)) + len(varint(len(self.payload))) + 4
 
     @property
     def name(self) -> str:
@@ -168,7 +168,8 @@ class Stream:
         return self.header_bytes + sum(len(s.payload) for s in self.sections)
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, low bits first, the high bit set on all but the last."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -180,7 +181,7 @@ def _varint(value: int) -> bytes:
 
 def join_prefixed(head: bytes, tail: bytes) -> bytes:
     """``varint(len(head)) + head + tail``: two parts of one payload (:func:`split_prefixed`)."""
-    return _varint(len(head)) + head + tail
+    return varint(len(head)) + head + tail
 
 
 def split_prefixed(payload: bytes, what: str) -> tuple[bytes, bytes]:
@@ -208,13 +209,13 @@ def pack(stream: Stream) -> bytes:
     head += bytes([VERSION, 0]) + stream.fingerprint + bytes([len(stream.shapes)])
     for tag, dims in stream.shapes.items():
         _check_shape(ShapeTag(tag).name.lower(), dims)
-        head += bytes([tag, len(dims)]) + b"".join(_varint(d) for d in dims)
+        head += bytes([tag, len(dims)]) + b"".join(varint(d) for d in dims)
     _check_order([s.kind for s in stream.sections])
-    head += _varint(len(stream.sections))
+    head += varint(len(stream.sections))
     for s in stream.sections:
         if not 0 <= s.frame <= MAX_FRAME or len(s.payload) > MAX_SECTION_BYTES:
             raise BitstreamError(f"section {s.name}: frame or length out of range")
-        head += bytes([s.kind]) + _varint(s.frame) + _varint(len(s.payload))
+        head += bytes([s.kind]) + varint(s.frame) + varint(len(s.payload))
         head += zlib.crc32(s.payload).to_bytes(4, "little")
     head += zlib.crc32(head).to_bytes(4, "little")
     return bytes(head) + b"".join(s.payload for s in stream.sections)

@@ -71,6 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from codec.bitstream import varint
 from codec.entropy import GaussianCoder
 from codec.errors import BitstreamError, InputError
 from codec.motion import _check_size, _check_stride, affine_flow, latent_affine
@@ -298,17 +299,6 @@ def _unzigzag(z: int) -> int:
     return z >> 1 if z % 2 == 0 else -((z + 1) >> 1)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 class _Reader:
     """Reads the fields of one payload; every failure is a one-line BitstreamError."""
 
@@ -523,7 +513,7 @@ class MotionCoder:
         """The side-information payload of ``motion`` (see the module docstring)."""
         if isinstance(motion, AffineMotion):
             q = self._affine_symbols(motion)
-            return bytes([KIND_AFFINE]) + b"".join(_varint(_zigzag(v)) for v in q)
+            return bytes([KIND_AFFINE]) + b"".join(varint(_zigzag(v)) for v in q)
         if isinstance(motion, FlowMotion):
             return self._encode_flow(self._flow_symbols(motion))
         raise InputError(f"edge motion: cannot code a {type(motion).__name__}")
@@ -564,7 +554,7 @@ class MotionCoder:
         for predictor, centre, r in candidates:
             bits = _bits(r, np.array(_SCALES))
             k = int(np.argmin(bits))
-            cost = float(bits[k]) + 8 * len(_varint(_zigzag(centre)))
+            cost = float(bits[k]) + 8 * len(varint(_zigzag(centre)))
             if best is None or cost < best[0]:
                 best = (cost, predictor + k, centre, r)
         assert best is not None
@@ -586,7 +576,7 @@ class MotionCoder:
         for channel in q:
             mode, centre, r = self._choose(channel)
             head.append(mode)
-            head += _varint(_zigzag(centre))
+            head += varint(_zigzag(centre))
             if mode != MODE_CONSTANT:
                 residuals.append(r)
                 modes.append(mode)

@@ -110,11 +110,10 @@ class RansWriter:
         """The string of everything written (padded to the coder's minimum symbol count)."""
         if self._last is None:
             raise ValueError("nothing was written")
-        values: list[int] = []
-        indexes = [0] * self._count
-        _pad(values, indexes, self._last)  # the reader never reads the padding
-        if values:
-            self._encoder.encode_with_indexes(values, [0] * len(values), *self._last)
+        missing = _MIN_SYMBOLS - self._count  # the reader never reads the padding
+        if missing > 0:
+            padding = [_padding_value(self._last)] * missing
+            self._encoder.encode_with_indexes(padding, [0] * missing, *self._last)
         return self._encoder.flush()
 
 

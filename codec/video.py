@@ -277,6 +277,9 @@ class DecodedSequence:
     errors: dict[int, str] = field(default_factory=dict)
 
 
+_KIND_NAMES = {"I": "I-frame", "P": "P-frame"}
+
+
 def frame_kinds(stream: Stream) -> list[str]:
     """ "I" or "P" for each frame of a sequence stream (frames are numbered 0..T−1), from the
     kinds of its sections, corrupt ones included (their header records are intact)."""
@@ -498,8 +501,7 @@ class VideoCodec(nn.Module):
             prediction, mask = self.predict(reference, motion, (H, W))
             return self.inter.decompress([string], prediction, mask), len(side)
         except BitstreamError as e:
-            frame = {"I": "I-frame", "P": "P-frame"}.get(kind, "frame")
-            raise BitstreamError(f"frame {t} ({frame}): {e}") from None
+            raise BitstreamError(f"frame {t} ({_KIND_NAMES[kind]}): {e}") from None
 
     @torch.no_grad()
     def decode_sequence(
@@ -529,9 +531,9 @@ class VideoCodec(nn.Module):
                 continue
             try:
                 if t in stream.corrupt:
-                    what = {"I": "I-frame", "P": "P-frame"}[kind]
                     raise BitstreamError(
-                        f"frame {t} ({what}): a section failed its CRC-32 check (corrupt data)"
+                        f"frame {t} ({_KIND_NAMES[kind]}): a section failed its CRC-32 check "
+                        "(corrupt data)"
                     )
                 features, motion_bytes = self._decode_frame(stream, t, kind, reference, size)
             except BitstreamError as e:

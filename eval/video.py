@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from codec.edge_motion import camera_affine
+from codec.errors import InputError
 from codec.video import VideoCodec
 from eval.metrics import task_metric
 from models.heads import task_of
@@ -126,7 +127,7 @@ def evaluate_video(
     codecs = [codecs] if isinstance(codecs, VideoCodec) else list(codecs)
     names = names or [f"codec {k}" for k in range(len(codecs))]
     if len({c.intra.fingerprint for c in codecs}) != 1:
-        raise ValueError("the P-frame codecs must share one intra codec to be compared")
+        raise InputError("the P-frame codecs are behind different intra codecs: no shared curve")
     intra = _code(codecs[0].eval(), clips, 1, motion, "intra", progress)
     entries = []
     for name, codec in zip(names, codecs, strict=True):

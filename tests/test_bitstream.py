@@ -14,9 +14,9 @@ from codec.bitstream import (
     SectionKind,
     ShapeTag,
     Stream,
-    _varint,
     pack,
     unpack,
+    varint,
 )
 from codec.errors import BitstreamError
 
@@ -111,9 +111,9 @@ def _forge(shapes: list[tuple[int, tuple[int, ...]]], version: int = 1) -> bytes
     """A stream with a *valid* header CRC describing arbitrary shapes."""
     head = bytearray(MAGIC) + bytes([version, 0]) + b"\x00" * 8 + bytes([len(shapes)])
     for tag, dims in shapes:
-        head += bytes([tag, len(dims)]) + b"".join(_varint(d) for d in dims)
+        head += bytes([tag, len(dims)]) + b"".join(varint(d) for d in dims)
     payload = b"\x00" * 8
-    head += bytes([1, SectionKind.BASE]) + _varint(0) + _varint(8)
+    head += bytes([1, SectionKind.BASE]) + varint(0) + varint(8)
     head += zlib.crc32(payload).to_bytes(4, "little")
     head += zlib.crc32(head).to_bytes(4, "little")
     return bytes(head) + payload
