@@ -53,6 +53,11 @@ MAX_ELEMENTS = 1 << 28
 MAX_SECTIONS = 1 << 18
 MAX_FRAME = (1 << 16) - 1
 MAX_SECTION_BYTES = 1 << 30
+MAX_INPUT_PIXELS = 1 << 23
+"""Largest input a codec encodes or decodes, in pixels (8.4 MP: 3840×2160 fits). A stream
+that declares more is refused before anything is allocated (:func:`codec.facade.check_shapes`);
+a larger picture is coded in tiles. Encoding takes about 160 bytes of memory per pixel on a
+CPU, 1.3 GB at the limit."""
 _VARINT_BYTES = 5
 
 

@@ -615,10 +615,10 @@ class MotionCoder:
         if len(data) < 8 or len(data) % 4:
             raise BitstreamError(f"motion side information: {len(data)} bytes are not rANS data")
         scales = self._scales(coded, (hb, wb))
-        # The rANS decoder does not bounds-check its reads: zero padding keeps any over-read
-        # of malformed data inside the buffer (≤ one word per symbol plus the bypass nibbles).
-        pad = bytes(4 * scales.numel() + 16 * len(data) + 64)
-        r = self.gaussian.decode([data + pad], scales, torch.zeros_like(scales))[0]
+        try:
+            r = self.gaussian.decode([data], scales, torch.zeros_like(scales))[0]
+        except BitstreamError as e:
+            raise BitstreamError(f"motion side information: coarse-flow residuals: {e}") from None
         r = r.to(torch.int64).numpy()
         if np.abs(r).max() > 4 * limit:
             raise BitstreamError("motion side information: absurd coarse-flow residuals")

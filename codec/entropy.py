@@ -13,8 +13,11 @@ What this module adds is the path from tensors to bytes, not the models:
   comparison pass per table entry. The table is denser than compressai's default (160 rather
   than 64 entries up to σ = 256) and the nearest entry is used rather than the next larger
   one, which brings the coding overhead over −Σlog₂p from about 0.2 % to below 0.1 %.
-* Coding tables are converted to Python lists once and reused, and decoded symbols are turned
-  into a tensor through a buffer rather than element by element.
+* Coding tables are converted to Python lists once and reused.
+* Decoding is bounds-checked (:mod:`codec._rans`, compressai's string format): compressai's own
+  decoder trusts its input and reads past the end of a forged string. A decoded string must
+  end exactly where its symbols do, so most corrupt or mis-decoded strings are refused rather
+  than decoded into garbage. Values beyond :data:`MAX_SYMBOL` are refused by the encoder.
 * Tables are derived state: they are not saved in checkpoints, and they are rebuilt
   automatically whenever the entropy model's parameters have changed, so a caller never meets
   compressai's "Uninitialized CDFs".
@@ -25,9 +28,9 @@ What this module adds is the path from tensors to bytes, not the models:
 
 from __future__ import annotations
 
-import array
 import hashlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,20 +38,56 @@ from compressai import ans
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor
 
+from codec import _rans
+from codec.errors import BitstreamError, InputError
+
 _CODING_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
 
-CodingTables = tuple[list[list[int]], list[int], list[int]]
+MAX_SYMBOL = 1 << 24
+"""Largest magnitude of a coded integer. compressai's encoder escapes a value outside its
+table in 4-bit digits and never returns for one of 2**28 or more; latents this large only come
+from absurd inputs, which the encoder refuses (:class:`~codec.errors.InputError`)."""
+
+RANS_FINAL_STATE = 1 << 31
+"""The rANS state after the last symbol of a string is decoded (the encoder's initial one)."""
+
+
+@dataclass(frozen=True)
+class CodingTables:
+    """An entropy model's quantized CDFs, as lists for compressai's encoder and as int32
+    arrays for the decoder (:mod:`codec._rans`): one row per table, ``lengths[i]`` entries of
+    row ``i`` used, symbol ``k`` of table ``i`` standing for ``k + offsets[i]``."""
+
+    cdfs: list[list[int]]
+    lengths: list[int]
+    offsets: list[int]
+    cdf_array: np.ndarray
+    length_array: np.ndarray
+    offset_array: np.ndarray
+
+    @classmethod
+    def of(cls, model: GaussianConditional | EntropyBottleneck) -> CodingTables:
+        cdf = model._quantized_cdf.detach().cpu().to(torch.int32).contiguous().numpy()
+        length = model._cdf_length.detach().cpu().to(torch.int32).reshape(-1).numpy()
+        offset = model._offset.detach().cpu().to(torch.int32).reshape(-1).numpy()
+        lengths = length.tolist()
+        cdfs = [row[:n] for row, n in zip(cdf.tolist(), lengths, strict=True)]
+        return cls(cdfs, lengths, offset.tolist(), cdf, length, offset)
+
+    @property
+    def lists(self) -> tuple[list[list[int]], list[int], list[int]]:
+        return self.cdfs, self.lengths, self.offsets
+
+    def padding_value(self) -> int:
+        """The most probable value of table 0 (≈ 0 bits), which pads short strings."""
+        cdf, length = self.cdfs[0], self.lengths[0]
+        freqs = [cdf[k + 1] - cdf[k] for k in range(length - 2)]
+        return self.offsets[0] + max(range(len(freqs)), key=freqs.__getitem__)
 
 
 def _mark_derived(module: torch.nn.Module, names: tuple[str, ...]) -> None:
     """Keep buffers that are recomputed from the configuration out of the state dict."""
     module._non_persistent_buffers_set.update(names)
-
-
-def _tables_as_lists(model: GaussianConditional | EntropyBottleneck) -> CodingTables:
-    lengths = model._cdf_length.reshape(-1).tolist()
-    cdfs = [row[:n] for row, n in zip(model._quantized_cdf.tolist(), lengths, strict=True)]
-    return cdfs, lengths, model._offset.reshape(-1).tolist()
 
 
 # compressai's rANS encoder sizes its output buffer by the number of symbols, and its flush
@@ -57,33 +96,32 @@ def _tables_as_lists(model: GaussianConditional | EntropyBottleneck) -> CodingTa
 _MIN_SYMBOLS = 8
 
 
-def _padding_value(tables: CodingTables) -> int:
-    cdf, length, offset = tables[0][0], tables[1][0], tables[2][0]
-    freqs = [cdf[k + 1] - cdf[k] for k in range(length - 2)]
-    return offset + max(range(len(freqs)), key=freqs.__getitem__)
-
-
-def _pad(values: list[int], indexes: list[int], tables: CodingTables) -> None:
-    missing = _MIN_SYMBOLS - len(indexes)
-    if missing > 0:
-        indexes.extend([0] * missing)
-        values.extend([_padding_value(tables)] * missing)
+def _symbol_list(symbols: Tensor) -> list[int]:
+    """``symbols`` (integer-valued, any dtype) as a list of ints, refused with
+    :class:`InputError` beyond :data:`MAX_SYMBOL` (or not finite)."""
+    flat = symbols.reshape(-1)
+    if flat.numel() and not bool((flat.abs() <= MAX_SYMBOL).all()):
+        raise InputError(
+            f"a latent value is beyond the entropy coder's range (±{MAX_SYMBOL:,}): the input's "
+            "magnitude is far outside what the model was trained on"
+        )
+    return flat.to(torch.int32).tolist()
 
 
 def rans_encode(symbols: Tensor, indexes: Tensor, tables: CodingTables) -> bytes:
     """Code integer ``symbols`` with the table chosen per element by ``indexes`` (any shape)."""
-    values, index_list = symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist()
-    _pad(values, index_list, tables)
-    return ans.RansEncoder().encode_with_indexes(values, index_list, *tables)
+    writer = RansWriter()
+    writer.write(symbols, indexes, tables)
+    return writer.flush()
 
 
 def rans_decode(string: bytes, indexes: Tensor, tables: CodingTables) -> Tensor:
-    """Inverse of :func:`rans_encode`: int32 symbols shaped like ``indexes``."""
-    index_list = indexes.reshape(-1).tolist()
-    _pad([], index_list, tables)
-    values = ans.RansDecoder().decode_with_indexes(string, index_list, *tables)
-    flat = torch.frombuffer(array.array("i", values), dtype=torch.int32)
-    return flat[: indexes.numel()].reshape(indexes.shape)
+    """Inverse of :func:`rans_encode`: int32 symbols shaped like ``indexes``; the string must
+    end exactly where its symbols do (:meth:`RansReader.finish`)."""
+    reader = RansReader(string)
+    out = reader.read(indexes, tables)
+    reader.finish()
+    return out
 
 
 class RansWriter:
@@ -91,7 +129,7 @@ class RansWriter:
 
     One string means one flush (8 bytes) instead of one per group: a P-frame writes its
     hyper-latent and its latent this way. Groups are read back in the order they were written
-    (:class:`RansReader`).
+    (:class:`RansReader`). The coder is compressai's ``BufferedRansEncoder``.
     """
 
     def __init__(self) -> None:
@@ -101,8 +139,8 @@ class RansWriter:
 
     def write(self, symbols: Tensor, indexes: Tensor, tables: CodingTables) -> None:
         """Queue integer ``symbols`` coded with the table chosen per element by ``indexes``."""
-        values, index_list = symbols.reshape(-1).tolist(), indexes.reshape(-1).tolist()
-        self._encoder.encode_with_indexes(values, index_list, *tables)
+        values, index_list = _symbol_list(symbols), indexes.reshape(-1).tolist()
+        self._encoder.encode_with_indexes(values, index_list, *tables.lists)
         self._count += len(values)
         self._last = tables
 
@@ -110,25 +148,65 @@ class RansWriter:
         """The string of everything written (padded to the coder's minimum symbol count)."""
         if self._last is None:
             raise ValueError("nothing was written")
-        missing = _MIN_SYMBOLS - self._count  # the reader never reads the padding
+        missing = _MIN_SYMBOLS - self._count
         if missing > 0:
-            padding = [_padding_value(self._last)] * missing
-            self._encoder.encode_with_indexes(padding, [0] * missing, *self._last)
+            padding = [self._last.padding_value()] * missing
+            self._encoder.encode_with_indexes(padding, [0] * missing, *self._last.lists)
         return self._encoder.flush()
 
 
 class RansReader:
-    """Reads the groups of a :class:`RansWriter` string back, in order."""
+    """Reads the groups of a :class:`RansWriter` string back, in order.
+
+    Decoding is bounds-checked (:mod:`codec._rans`): a short, forged or corrupt string raises
+    :class:`BitstreamError` and never reads outside the string. :meth:`finish` checks that the
+    string ends exactly where its last symbol does, which a corrupt string almost never does.
+    """
 
     def __init__(self, string: bytes) -> None:
-        self._decoder = ans.RansDecoder()
-        self._decoder.set_stream(string)
+        if len(string) < 8 or len(string) % 4:
+            raise BitstreamError(f"{len(string)} bytes are not rANS data")
+        self._data = bytes(string)
+        self._pos = 2
+        self._state = int.from_bytes(self._data[:8], "little")
+        self._count = 0
+        self._last: CodingTables | None = None
 
     def read(self, indexes: Tensor, tables: CodingTables) -> Tensor:
         """The next group: int32 symbols shaped like ``indexes``."""
-        values = self._decoder.decode_stream(indexes.reshape(-1).tolist(), *tables)
-        flat = torch.frombuffer(array.array("i", values), dtype=torch.int32)
-        return flat.reshape(indexes.shape)
+        index = np.ascontiguousarray(indexes.detach().cpu().reshape(-1).numpy(), dtype=np.int32)
+        out = np.empty(index.size, dtype=np.int32)
+        try:
+            self._pos, self._state = _rans.decode(
+                self._data,
+                self._pos,
+                self._state,
+                index,
+                tables.cdf_array,
+                tables.cdf_array.shape[1],
+                tables.length_array,
+                tables.offset_array,
+                out,
+            )
+        except ValueError as e:
+            raise BitstreamError(str(e)) from None
+        self._count += index.size
+        self._last = tables
+        return torch.from_numpy(out).reshape(indexes.shape)
+
+    def finish(self) -> None:
+        """Read the writer's padding and check that the string ends here, in the state the
+        encoder started from; :class:`BitstreamError` otherwise."""
+        missing = _MIN_SYMBOLS - self._count
+        if missing > 0 and self._last is not None:
+            padding = self.read(torch.zeros(missing, dtype=torch.int32), self._last)
+            if bool((padding != self._last.padding_value()).any()):
+                raise BitstreamError("malformed rANS data: corrupt padding")
+        if self._pos != len(self._data) // 4 or self._state != RANS_FINAL_STATE:
+            raise BitstreamError(
+                "malformed rANS data: the string does not end where its symbols do "
+                "(corrupt, or decoded with other entropy parameters than it was encoded with)"
+            )
 
 
 def bits(likelihoods: Tensor) -> Tensor:
@@ -184,7 +262,7 @@ class GaussianCoder(GaussianConditional):
         if self._lists is None:
             if self._offset.numel() == 0:
                 self.update()
-            self._lists = _tables_as_lists(self)
+            self._lists = CodingTables.of(self)
         return self._lists
 
     @torch.no_grad()
@@ -199,7 +277,7 @@ class GaussianCoder(GaussianConditional):
             raise ValueError(f"y {tuple(y.shape)}, scales and means must have the same shape")
         tables = self.coding_tables()
         indexes = self.build_indexes(scales).cpu()
-        symbols = torch.round(y - means).to(torch.int32).cpu()
+        symbols = torch.round(y - means).cpu()
         return [rans_encode(symbols[i], indexes[i], tables) for i in range(y.shape[0])]
 
     @torch.no_grad()
@@ -207,9 +285,7 @@ class GaussianCoder(GaussianConditional):
         """Queue ``round(y − μ)`` of a single element (1, M, h, w) in ``writer``; returns
         ``Ŷ``, as :meth:`read` will return it."""
         symbols = torch.round(y - means)
-        writer.write(
-            symbols.to(torch.int32).cpu(), self.build_indexes(scales).cpu(), self.coding_tables()
-        )
+        writer.write(symbols.cpu(), self.build_indexes(scales).cpu(), self.coding_tables())
         return symbols + means
 
     @torch.no_grad()
@@ -252,7 +328,7 @@ class FactorizedCoder(EntropyBottleneck):
         digest = self._parameter_digest()
         if digest != self._built_for or self._lists is None:
             self.update(force=True)
-            self._lists = _tables_as_lists(self)
+            self._lists = CodingTables.of(self)
             self._built_for = digest
         return self._lists
 
@@ -263,7 +339,7 @@ class FactorizedCoder(EntropyBottleneck):
     def encode(self, z: Tensor) -> list[bytes]:
         """Entropy-code ``round(z − median)`` of ``z`` ``(B, N, h, w)``, one string per element."""
         tables = self.coding_tables()
-        symbols = torch.round(z - self._medians(z.ndim)).to(torch.int32).cpu()
+        symbols = torch.round(z - self._medians(z.ndim)).cpu()
         indexes = self._indexes(tuple(z.shape[2:]))
         return [rans_encode(symbols[i], indexes, tables) for i in range(z.shape[0])]
 
@@ -279,7 +355,7 @@ class FactorizedCoder(EntropyBottleneck):
         medians = self._medians(z.ndim)
         symbols = torch.round(z - medians)
         indexes = self._indexes(tuple(z.shape[2:]))
-        writer.write(symbols.to(torch.int32).cpu(), indexes, self.coding_tables())
+        writer.write(symbols.cpu(), indexes, self.coding_tables())
         return symbols + medians
 
     @torch.no_grad()

@@ -31,6 +31,7 @@ from codec.bitstream import (
     FINGERPRINT_BYTES,
     MAX_DIM,
     MAX_ELEMENTS,
+    MAX_INPUT_PIXELS,
     Section,
     SectionKind,
     ShapeTag,
@@ -226,7 +227,9 @@ class Codec(nn.Module):
 
     # coding ---------------------------------------------------------------------------------
 
-    def _check_input(self, t: Tensor, channels: int, what: str) -> Tensor:
+    def check_input(self, t: Tensor, channels: int, what: str) -> Tensor:
+        """``t`` ``(C, H, W)`` or ``(1, C, H, W)`` as a float batch of one, or
+        :class:`InputError` naming what is wrong with it (``what`` names the input)."""
         if t.ndim == 3:
             t = t.unsqueeze(0)
         if t.ndim != 4 or t.shape[0] != 1:
@@ -241,6 +244,13 @@ class Codec(nn.Module):
         h, w = t.shape[-2:]
         if not (1 <= h <= MAX_DIM and 1 <= w <= MAX_DIM) or t.numel() > MAX_ELEMENTS:
             raise InputError(f"{what}: size {h}×{w} is outside what a stream can describe")
+        scale = 1 if channels == 3 else self.stride
+        if h * w * scale * scale > MAX_INPUT_PIXELS:
+            raise InputError(
+                f"{what}: an input of {h * scale}×{w * scale} pixels is over the limit of "
+                f"{MAX_INPUT_PIXELS:,} pixels (codec.bitstream.MAX_INPUT_PIXELS); "
+                "code it in tiles"
+            )
         if not torch.isfinite(t).all():
             raise InputError(f"{what}: contains NaN or Inf values")
         return t.float()
@@ -253,7 +263,7 @@ class Codec(nn.Module):
         """
         if layers not in ("all", "base"):
             raise InputError(f"layers must be 'all' or 'base', not {layers!r}")
-        x = self._check_input(x, 3, "image").to(self._device)
+        x = self.check_input(x, 3, "image").to(self._device)
         f = self.features(x)
         if self.enhancement is None or layers == "base":
             return self.encode_features(f, input_size=tuple(x.shape[-2:]))
@@ -265,7 +275,7 @@ class Codec(nn.Module):
         ``input_size`` is the size of the image it came from (for bits per pixel); by default
         ``(h·stride, w·stride)``.
         """
-        f = self._check_input(f, self.channels, "features").to(self._device)
+        f = self.check_input(f, self.channels, "features").to(self._device)
         return self.encode_batch(f, input_size)[0]
 
     @torch.no_grad()
@@ -292,26 +302,18 @@ class Codec(nn.Module):
         return [pack(Stream(self.fingerprint, shapes, tuple(secs))) for secs in sections]
 
     def check_stream(self, stream: Stream) -> tuple[int, int]:
-        """Raise :class:`BitstreamError` unless this model can decode ``stream``."""
+        """Raise :class:`BitstreamError` unless this model can decode ``stream``; returns the
+        features' spatial size."""
         if stream.fingerprint != self.fingerprint:
             raise BitstreamError(
                 f"stream was written by model {stream.fingerprint.hex()}, "
                 f"this checkpoint is {self.fingerprint.hex()}"
             )
-        c, h, w = _dims(stream, ShapeTag.FEATURES, 3)
-        _, H, W = _dims(stream, ShapeTag.INPUT, 3)
-        if c != self.channels:
-            raise BitstreamError(f"stream has {c} feature channels, the model {self.channels}")
-        for size, feat in ((H, h), (W, w)):
-            if abs(size / self.stride - feat) >= 1:
-                raise BitstreamError(
-                    f"input size {H}×{W} does not match feature size {h}×{w} at stride "
-                    f"{self.stride}"
-                )
+        h, w = check_shapes(stream, self.channels, self.stride)
         if not stream.has(SectionKind.BASE) and stream.has(SectionKind.ENH):
             raise BitstreamError("enhancement section without its base layer")
         for kind in (SectionKind.HYPER, SectionKind.BASE):
-            _check_rans(kind, stream.section(kind))
+            check_rans_payload(kind, stream.section(kind))
         return h, w
 
     def check_enhancement(self, stream: Stream) -> None:
@@ -329,8 +331,8 @@ class Codec(nn.Module):
                 f"enhancement layer was written by model {tag.hex()}, this checkpoint's "
                 f"enhancement is {mine.hex()} (base and enhancement from different models?)"
             )
-        _check_rans(SectionKind.HYPER_ENH, head[FINGERPRINT_BYTES:])
-        _check_rans(SectionKind.ENH, stream.section(SectionKind.ENH))
+        check_rans_payload(SectionKind.HYPER_ENH, head[FINGERPRINT_BYTES:])
+        check_rans_payload(SectionKind.ENH, stream.section(SectionKind.ENH))
 
     @torch.no_grad()
     def decode(self, data: bytes | Stream, layers: str = "all") -> Decoded:
@@ -350,19 +352,25 @@ class Codec(nn.Module):
         )
         if enhance:
             self.check_enhancement(stream)
-        f_hat, y_hat = self.base.decompress(
-            [stream.section(SectionKind.BASE)], [stream.section(SectionKind.HYPER)], size
-        )
+        try:
+            f_hat, y_hat = self.base.decompress(
+                [stream.section(SectionKind.BASE)], [stream.section(SectionKind.HYPER)], size
+            )
+        except BitstreamError as e:
+            raise BitstreamError(f"base layer: {e}") from None
         _, H, W = stream.shape(ShapeTag.INPUT)
         enhanced = None
         if enhance:
             assert self.enhancement is not None
-            enhanced = self.enhancement.decompress(
-                [stream.section(SectionKind.ENH)],
-                [stream.section(SectionKind.HYPER_ENH)[FINGERPRINT_BYTES:]],
-                y_hat,
-                (H, W),
-            )
+            try:
+                enhanced = self.enhancement.decompress(
+                    [stream.section(SectionKind.ENH)],
+                    [stream.section(SectionKind.HYPER_ENH)[FINGERPRINT_BYTES:]],
+                    y_hat,
+                    (H, W),
+                )
+            except BitstreamError as e:
+                raise BitstreamError(f"enhancement layer: {e}") from None
         preview = self.base.preview(y_hat, (H, W))
         return Decoded(f_hat, self.back(f_hat), stream, preview, enhanced)
 
@@ -386,11 +394,33 @@ class Codec(nn.Module):
         return rebuild(path, load_checkpoint(path, kind="codec"), cls.build)
 
 
-def _check_rans(kind: SectionKind, payload: bytes) -> None:
+def check_rans_payload(kind: SectionKind, payload: bytes) -> None:
+    """:class:`BitstreamError` naming the section unless ``payload`` can be rANS data."""
     if len(payload) < 8 or len(payload) % 4:
         raise BitstreamError(
             f"{kind.name.lower()} section of {len(payload)} bytes is not rANS data"
         )
+
+
+def check_shapes(stream: Stream, channels: int, stride: int) -> tuple[int, int]:
+    """The features' spatial size ``(h, w)`` of ``stream``, after checking its shapes against
+    a model with ``channels`` feature channels at ``stride``: ranks, channel count, input and
+    feature sizes that agree, and an input within :data:`MAX_INPUT_PIXELS` — so that nothing
+    is allocated for a shape the model cannot have written."""
+    c, h, w = _dims(stream, ShapeTag.FEATURES, 3)
+    C, H, W = _dims(stream, ShapeTag.INPUT, 3)
+    if C != 3:
+        raise BitstreamError(f"input shape {(C, H, W)} is not an RGB image")
+    if c != channels:
+        raise BitstreamError(f"stream has {c} feature channels, the model {channels}")
+    for size, feat in ((H, h), (W, w)):
+        if abs(size / stride - feat) >= 1:
+            raise BitstreamError(
+                f"input size {H}×{W} does not match feature size {h}×{w} at stride {stride}"
+            )
+    if H * W > MAX_INPUT_PIXELS:
+        raise BitstreamError(f"input size {H}×{W} is over the limit of {MAX_INPUT_PIXELS:,} pixels")
+    return h, w
 
 
 def weights_digest(meta: dict[str, Any] | None, tensors: dict[str, Tensor]) -> bytes:

@@ -62,7 +62,8 @@ from codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
 from codec.errors import BitstreamError, InputError
 from codec.facade import (
     Codec,
-    _check_rans,
+    check_rans_payload,
+    check_shapes,
     checkpoint_entry,
     load_checkpoint,
     rebuild,
@@ -245,6 +246,8 @@ class PFrameCodec(StridedStages, nn.Module):
                 for i, r in enumerate(readers)
             ]
         )
+        for r in readers:
+            r.finish()
         return self._synthesis(y_hat, prediction, context)
 
 
@@ -408,7 +411,7 @@ class VideoCodec(nn.Module):
                     f"frame {t} has shape {tuple(x.shape)}, frame 0 {first}: every frame of a "
                     "sequence must have the same size"
                 )
-            out.append(self.intra._check_input(x, 3, f"frame {t}"))
+            out.append(self.intra.check_input(x, 3, f"frame {t}"))
         return out
 
     @torch.no_grad()
@@ -475,9 +478,7 @@ class VideoCodec(nn.Module):
                 f"stream was written by model {stream.fingerprint.hex()}, "
                 f"this checkpoint is {self.fingerprint.hex()}"
             )
-        c, h, w = stream.shape(ShapeTag.FEATURES)
-        if c != self.channels:
-            raise BitstreamError(f"stream has {c} feature channels, the model {self.channels}")
+        h, w = check_shapes(stream, self.channels, self.stride)
         if any(s.kind in (SectionKind.HYPER_ENH, SectionKind.ENH) for s in stream.sections):
             raise BitstreamError("a sequence stream cannot carry enhancement sections")
         return h, w
@@ -490,12 +491,12 @@ class VideoCodec(nn.Module):
             if kind == "I":
                 y, z = stream.section(SectionKind.BASE, t), stream.section(SectionKind.HYPER, t)
                 for k, payload in ((SectionKind.HYPER, z), (SectionKind.BASE, y)):
-                    _check_rans(k, payload)
+                    check_rans_payload(k, payload)
                 return self.intra.base.decompress([y], [z], size)[0], 0
             if reference is None:
                 raise BitstreamError("a P-frame without a decoded frame before it to predict from")
             side, string = split_prefixed(stream.section(SectionKind.INTER, t), "motion")
-            _check_rans(SectionKind.INTER, string)
+            check_rans_payload(SectionKind.INTER, string)
             _, H, W = stream.shape(ShapeTag.INPUT)
             motion = self.coder.decode(side, (H, W))
             prediction, mask = self.predict(reference, motion, (H, W))

@@ -94,10 +94,18 @@ def trainer(name: str, epochs: int, root: Path, progress: bool = True) -> pl.Tra
 def reusable(
     ckpt: Path, module: pl.LightningModule, data: pl.LightningDataModule, epochs: int
 ) -> bool:
-    """Whether ``ckpt`` exists and was trained as ``module`` on ``data`` for ``epochs``."""
+    """Whether ``ckpt`` exists and was trained as ``module`` on ``data`` for ``epochs``.
+
+    Read weights-only: a file that needs anything but tensors and plain data to unpickle (a
+    planted one, say) is not reused, and never runs code."""
     if not ckpt.is_file():
         return False
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable or not weights-only: train afresh
+        return False
+    if not isinstance(saved, dict):
+        return False
     return (
         saved.get("epoch") == epochs
         and saved.get("hyper_parameters") == dict(module.hparams)

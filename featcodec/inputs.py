@@ -14,6 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from codec.bitstream import MAX_INPUT_PIXELS
 from codec.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
@@ -58,11 +59,20 @@ def refuse_existing(targets: list[Path], overwrite: bool) -> None:
 
 
 def load_image(path: Path) -> Tensor:
-    """RGB image ``(3, H, W)`` float32 in [0, 1]."""
+    """RGB image ``(3, H, W)`` float32 in [0, 1]; images over
+    :data:`~codec.bitstream.MAX_INPUT_PIXELS` are refused before they are decoded."""
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_INPUT_PIXELS:
+                raise InputError(
+                    f"{path}: {w}×{h} pixels is over the limit of {MAX_INPUT_PIXELS:,} pixels "
+                    "(code it in tiles)"
+                )
             rgb = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
         raise InputError(f"{path}: cannot read as an image ({reason})") from None
     array = np.asarray(rgb, dtype=np.float32) / 255.0
