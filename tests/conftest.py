@@ -25,6 +25,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 TINY = {"name": "hyperprior", "N": 16, "M": 16, "downsample": 1, "attention": False}
 
 
+class FixtureTinyNet(torch.nn.Module):
+    """A classifier small enough for committed checkpoints (tests/fixtures/legacy): stride 8
+    and 16 channels at ``layer2``."""
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.layer1 = nn.Conv2d(8, 12, 3, stride=2, padding=1)
+        self.layer2 = nn.Conv2d(12, 16, 3, stride=2, padding=1)
+        self.fc = nn.Linear(16, num_classes or 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = self.layer2(torch.relu(self.layer1(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def register_fixture_backbone() -> str:
+    """Register :class:`FixtureTinyNet` as ``fixture_tinynet`` (once); returns the name."""
+    from models.backbones import available_backbones, register_backbone
+
+    if "fixture_tinynet" not in available_backbones():
+        register_backbone("fixture_tinynet", FixtureTinyNet)
+    return "fixture_tinynet"
+
+
 @pytest.fixture(scope="session")
 def tiny_arch() -> dict:
     return default_arch(codec=dict(TINY))
