@@ -3,4 +3,6 @@ rest of the configuration is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("codec._rans", ["codec/_rans.c"], extra_compile_args=["-O2"])])
+setup(
+    ext_modules=[Extension("featcodec.codec._rans", ["codec/_rans.c"], extra_compile_args=["-O2"])]
+)

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codec.entropy import FactorizedCoder, GaussianCoder
-from codec.preview import PreviewSynthesis
-from codec.registry import register_codec
-from models.blocks import AttentionBlock, ResidualBottleneck, conv, deconv
+from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
+from featcodec.codec.preview import PreviewSynthesis
+from featcodec.codec.registry import register_codec
+from featcodec.models.blocks import AttentionBlock, ResidualBottleneck, conv, deconv
 
 
 def ste_round(x: Tensor) -> Tensor:

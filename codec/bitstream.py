@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
-from codec.errors import BitstreamError, InputError
-from codec.files import atomic_write
+from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.files import atomic_write
 
 MAGIC = b"\x89FCB"
 VERSION = 1

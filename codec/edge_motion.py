@@ -71,10 +71,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from codec.bitstream import varint
-from codec.entropy import GaussianCoder
-from codec.errors import BitstreamError, InputError
-from codec.motion import _check_size, _check_stride, affine_flow, latent_affine
+from featcodec.codec.bitstream import varint
+from featcodec.codec.entropy import GaussianCoder
+from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.motion import _check_size, _check_stride, affine_flow, latent_affine
 
 __all__ = [
     "AffineMotion",

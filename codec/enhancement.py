@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codec.base import StridedStages, ste_round
-from codec.entropy import FactorizedCoder, GaussianCoder
-from models.blocks import ResidualBottleneck, conv, deconv
+from featcodec.codec.base import StridedStages, ste_round
+from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
+from featcodec.models.blocks import ResidualBottleneck, conv, deconv
 
 
 @dataclass

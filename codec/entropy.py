@@ -38,8 +38,8 @@ from compressai import ans
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor
 
-from codec import _rans
-from codec.errors import BitstreamError, InputError
+from featcodec.codec import _rans
+from featcodec.codec.errors import BitstreamError, InputError
 
 _CODING_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from codec import base as _base  # noqa: F401  (registers the "hyperprior" codec)
-from codec.bitstream import (
+from featcodec.codec import base as _base  # noqa: F401  (registers the "hyperprior" codec)
+from featcodec.codec.bitstream import (
     FINGERPRINT_BYTES,
     MAX_DIM,
     MAX_ELEMENTS,
@@ -39,13 +39,13 @@ from codec.bitstream import (
     pack,
     unpack,
 )
-from codec.enhancement import EnhancementCodec
-from codec.entropy import bits
-from codec.errors import BitstreamError, CheckpointError, InputError
-from codec.files import atomic_path
-from codec.registry import build_codec
-from models.backbones import Normalize, Split
-from models.heads import build_task_model, split_task_model, task_of
+from featcodec.codec.enhancement import EnhancementCodec
+from featcodec.codec.entropy import bits
+from featcodec.codec.errors import BitstreamError, CheckpointError, InputError
+from featcodec.codec.files import atomic_path
+from featcodec.codec.registry import build_codec
+from featcodec.models.backbones import Normalize, Split
+from featcodec.models.heads import build_task_model, split_task_model, task_of
 
 CHECKPOINT_FORMAT = 1
 

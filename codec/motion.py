@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from codec.errors import InputError
+from featcodec.codec.errors import InputError
 
 WARP_MODES = ("bilinear", "bicubic", "nearest")
 FLOW_MODES = ("bilinear", "bicubic", "nearest", "area")

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from models.blocks import conv, deconv
+from featcodec.models.blocks import conv, deconv
 
 
 class PreviewSynthesis(nn.Module):

@@ -37,8 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from codec.base import StridedStages, ste_round
-from codec.bitstream import (
+from featcodec.codec.base import StridedStages, ste_round
+from featcodec.codec.bitstream import (
     MAX_FRAME,
     Section,
     SectionKind,
@@ -49,7 +49,7 @@ from codec.bitstream import (
     split_prefixed,
     unpack,
 )
-from codec.edge_motion import (
+from featcodec.codec.edge_motion import (
     AffineMotion,
     FlowMotion,
     Motion,
@@ -58,9 +58,9 @@ from codec.edge_motion import (
     global_affine,
     latent_motion,
 )
-from codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
-from codec.errors import BitstreamError, InputError
-from codec.facade import (
+from featcodec.codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
+from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.facade import (
     Codec,
     check_rans_payload,
     check_shapes,
@@ -70,8 +70,8 @@ from codec.facade import (
     save_checkpoint,
     weights_digest,
 )
-from codec.motion import warp
-from models.blocks import ResidualBottleneck, conv, deconv
+from featcodec.codec.motion import warp
+from featcodec.models.blocks import ResidualBottleneck, conv, deconv
 
 MOTION_SOURCES = ("dis-flow", "dis-affine", "flow", "affine", "none")
 """Where a P-frame's motion comes from: OpenCV DIS flow between the input frames (sent as a

@@ -33,7 +33,7 @@ from PIL import Image
 from PIL import features as pil_features
 from torch import Tensor
 
-from codec.errors import InputError
+from featcodec.codec.errors import InputError
 
 try:
     import zstandard

@@ -28,7 +28,7 @@ from compressai.entropy_models import GaussianConditional
 from compressai.models.google import get_scale_table
 from torch import Tensor
 
-from codec.entropy import GaussianCoder
+from featcodec.codec.entropy import GaussianCoder
 
 
 def gaussian_latent(
@@ -182,7 +182,7 @@ def _median_s(fn: Callable[[], Any], repeat: int, device: torch.device, warmup: 
 def _test_flow(batch: int, size: int, device: torch.device) -> Tensor:
     """A smooth, sub-pixel, non-integer backward flow (batch, 2, size, size), float32: a small
     rotation + zoom + shift about the centre, as a latent-space affine motion would be."""
-    from codec.motion import affine_flow
+    from featcodec.codec.motion import affine_flow
 
     angle, zoom, c = math.radians(2.0), 1.02, size / 2
     a = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
@@ -207,7 +207,7 @@ def _motion_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """The ``warp``, ``grid_sample`` and ``copy`` rows of one device and dtype (see
     :func:`bench_motion`), and notes on the ops that could not run."""
-    from codec.motion import warp
+    from featcodec.codec.motion import warp
 
     grid = _sampling_grid(flow, ref.dtype)
     tensor_bytes = ref.numel() * ref.element_size()
@@ -353,8 +353,8 @@ def bench_pframe(
     decoding, synthesis and the back of the task network. Median of ``repeat`` runs after a
     warm-up.
     """
-    from codec.facade import Codec, default_arch
-    from codec.video import VideoCodec
+    from featcodec.codec.facade import Codec, default_arch
+    from featcodec.codec.video import VideoCodec
 
     rows: list[dict[str, Any]] = []
     torch.manual_seed(seed)
@@ -379,7 +379,7 @@ def bench_pframe(
 def _pframe_times(codec: Any, x: Tensor, theta: Tensor, repeat: int) -> tuple[float, float, int]:
     """Median encode and decode times (ms) of frame ``x[1]`` as a P-frame on ``x[0]``, and its
     bytes (motion side information included)."""
-    from codec.edge_motion import AffineMotion
+    from featcodec.codec.edge_motion import AffineMotion
 
     size = tuple(x.shape[-2:])
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)

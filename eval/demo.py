@@ -25,14 +25,14 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from codec.facade import Codec
-from codec.files import atomic_write
-from eval.anchors import build_anchor
-from eval.bd import BDResult, Curve, bd_rate, format_bd
-from eval.plot import plot_rd, save_figure
-from eval.rd import TaskSplit, evaluate_anchor, evaluate_codec
-from eval.results import RDRow, software_versions, write_results
-from eval.sweep import SceneRun, lambda_sweep
+from featcodec.codec.facade import Codec
+from featcodec.codec.files import atomic_write
+from featcodec.eval.anchors import build_anchor
+from featcodec.eval.bd import BDResult, Curve, bd_rate, format_bd
+from featcodec.eval.plot import plot_rd, save_figure
+from featcodec.eval.rd import TaskSplit, evaluate_anchor, evaluate_codec
+from featcodec.eval.results import RDRow, software_versions, write_results
+from featcodec.eval.sweep import SceneRun, lambda_sweep
 
 
 @dataclass

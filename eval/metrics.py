@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from models.heads import task_of  # noqa: F401  (re-exported: the metric of a codec's task)
+from featcodec.models.heads import task_of  # noqa: F401  (re-exported: the metric of a codec's task)
 
 
 class TaskMetric(Protocol):
@@ -103,7 +103,7 @@ class SegmentationMIoU:
         self.confusion: Tensor | None = None  # (K+1, K+1) int64, rows: truth, columns: prediction
 
     def update(self, output: Tensor, batch: dict[str, Any]) -> None:
-        from models.heads import crop_to
+        from featcodec.models.heads import crop_to
 
         mask = torch.as_tensor(batch["mask"]).to(output.device)
         n = output.shape[1]
@@ -137,7 +137,7 @@ class DepthRMSE:
         self.count = 0
 
     def update(self, output: Tensor, batch: dict[str, Any]) -> None:
-        from models.heads import crop_to
+        from featcodec.models.heads import crop_to
 
         depth = torch.as_tensor(batch["depth"]).to(output.device)
         pred = crop_to(output, depth.shape[-2:]).reshape(depth.shape)
@@ -167,7 +167,7 @@ class PCK:
         self.total = 0
 
     def update(self, output: Tensor, batch: dict[str, Any]) -> None:
-        from models.heads import main_object_keypoints
+        from featcodec.models.heads import main_object_keypoints
 
         coords, valid = main_object_keypoints(batch)
         h, w = batch["image"].shape[-2:]
@@ -198,7 +198,7 @@ class MeanAveragePrecision:
         self.detections: list[dict[str, Any]] = []
 
     def update(self, output: list[dict[str, Tensor]], batch: dict[str, Any]) -> None:
-        from models.heads import detection_targets
+        from featcodec.models.heads import detection_targets
 
         h, w = batch["image"].shape[-2:]
         targets = detection_targets(batch)

@@ -55,9 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from codec.errors import InputError
-from codec.motion import affine_flow, latent_affine, warp
-from eval.motion_setup import load_front, load_image
+from featcodec.codec.errors import InputError
+from featcodec.codec.motion import affine_flow, latent_affine, warp
+from featcodec.eval.motion_setup import load_front, load_image
 
 PAPER = (
     'M. Ulhaq and I. V. Bajić, "Latent Space Motion Analysis for Collaborative Intelligence", '

@@ -12,7 +12,7 @@ from typing import Any
 
 from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
 
-from eval.motion import RANGES, nrmse_stats, ratio
+from featcodec.eval.motion import RANGES, nrmse_stats, ratio
 
 
 def format_motion(report: dict[str, Any]) -> str:

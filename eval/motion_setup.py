@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from codec.errors import InputError
-from models.backbones import Normalize, build_backbone, resolve_weights, split_model
-from training.datasets.files import one_line, read_rgb, require_file
-from training.datasets.resize import resize_item
-from training.datasets.synthetic import render_scene
+from featcodec.codec.errors import InputError
+from featcodec.models.backbones import Normalize, build_backbone, resolve_weights, split_model
+from featcodec.training.datasets.files import one_line, read_rgb, require_file
+from featcodec.training.datasets.resize import resize_item
+from featcodec.training.datasets.synthetic import render_scene
 
 
 def load_image(path: str | None, size: int, seed: int) -> tuple[Tensor, str]:

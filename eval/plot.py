@@ -16,9 +16,9 @@ from pathlib import Path
 from matplotlib.figure import Figure  # the object API: no pyplot state, no GUI backend
 from matplotlib.ticker import FuncFormatter
 
-from codec.errors import InputError
-from codec.files import atomic_write
-from eval.bd import BDResult, Curve
+from featcodec.codec.errors import InputError
+from featcodec.codec.files import atomic_write
+from featcodec.eval.bd import BDResult, Curve
 
 FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
 RATE_LABELS = {

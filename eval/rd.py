@@ -27,16 +27,16 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from codec.entropy import bits
-from codec.errors import CheckpointError, InputError
-from codec.facade import Codec, load_checkpoint, weights_digest
-from codec.files import atomic_write
-from eval.anchors import Anchor
-from eval.metrics import METRICS, PSNR, task_metric, task_of
-from eval.results import RDRow
-from models.backbones import Normalize
-from models.heads import split_task_model
-from training.task import load_task_network
+from featcodec.codec.entropy import bits
+from featcodec.codec.errors import CheckpointError, InputError
+from featcodec.codec.facade import Codec, load_checkpoint, weights_digest
+from featcodec.codec.files import atomic_write
+from featcodec.eval.anchors import Anchor
+from featcodec.eval.metrics import METRICS, PSNR, task_metric, task_of
+from featcodec.eval.results import RDRow
+from featcodec.models.backbones import Normalize
+from featcodec.models.heads import split_task_model
+from featcodec.training.task import load_task_network
 
 
 @dataclass
@@ -65,7 +65,7 @@ def synthetic_eval_set(
     split: str = "test", size: int = 300, image_size: int = 48, seed: int = 0
 ) -> EvalSet:
     """``size`` scenes of the embedded synthetic dataset's ``split``."""
-    from training.datasets import SHAPE_CLASSES, SyntheticScenes, collate_scenes
+    from featcodec.training.datasets import SHAPE_CLASSES, SyntheticScenes, collate_scenes
 
     if split not in ("train", "val", "test"):
         raise InputError(f"unknown split {split!r}; use train, val or test")

@@ -29,9 +29,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from codec.errors import InputError
-from codec.files import atomic_write
-from eval.bd import Curve
+from featcodec.codec.errors import InputError
+from featcodec.codec.files import atomic_write
+from featcodec.eval.bd import Curve
 
 RESULTS_FORMAT = "featcodec-rd"
 RESULTS_VERSION = 1

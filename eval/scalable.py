@@ -26,15 +26,15 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from codec.bitstream import unpack
-from codec.facade import Codec
-from codec.files import atomic_write
-from eval.bd import Curve, bd_rate
-from eval.metrics import PSNR
-from eval.rd import EvalSet, evaluate_codec
-from eval.results import RDRow, software_versions, write_results
-from eval.sweep import SceneRun, fit_or_reuse, lambda_sweep
-from training import EnhancementModule
+from featcodec.codec.bitstream import unpack
+from featcodec.codec.facade import Codec
+from featcodec.codec.files import atomic_write
+from featcodec.eval.bd import Curve, bd_rate
+from featcodec.eval.metrics import PSNR
+from featcodec.eval.rd import EvalSet, evaluate_codec
+from featcodec.eval.results import RDRow, software_versions, write_results
+from featcodec.eval.sweep import SceneRun, fit_or_reuse, lambda_sweep
+from featcodec.training import EnhancementModule
 
 
 @dataclass

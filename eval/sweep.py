@@ -18,10 +18,10 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from eval.rd import EvalSet, synthetic_eval_set
-from training.codec_module import BaseCodecModule
-from training.datasets import SyntheticScenesDataModule
-from training.task import TaskModule
+from featcodec.eval.rd import EvalSet, synthetic_eval_set
+from featcodec.training.codec_module import BaseCodecModule
+from featcodec.training.datasets import SyntheticScenesDataModule
+from featcodec.training.task import TaskModule
 
 
 @dataclass

@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from codec.edge_motion import camera_affine
-from codec.errors import InputError
-from codec.video import VideoCodec
-from eval.metrics import task_metric
-from models.heads import task_of
-from training.pframe_module import frame_batch
+from featcodec.codec.edge_motion import camera_affine
+from featcodec.codec.errors import InputError
+from featcodec.codec.video import VideoCodec
+from featcodec.eval.metrics import task_metric
+from featcodec.models.heads import task_of
+from featcodec.training.pframe_module import frame_batch
 
 MOTION_SOURCES_EVAL = ("flow", "affine", "dis-flow", "dis-affine", "none")
 

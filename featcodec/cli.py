@@ -24,8 +24,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from codec.errors import FeatcodecError, InputError
 from featcodec import video
+from featcodec.codec.errors import FeatcodecError, InputError
 from featcodec.evaluate import add_parsers as add_eval_parsers
 
 
@@ -120,14 +120,14 @@ def _load_codec(args: argparse.Namespace) -> Any:
     once, on ``--device``."""
     import torch
 
-    from codec.facade import Codec, load_checkpoint, rebuild
+    from featcodec.codec.facade import Codec, load_checkpoint, rebuild
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {args.device} requested but CUDA is not available")
     ckpt = load_checkpoint(args.checkpoint, kind=("codec", "video"))
     build = Codec.build
     if ckpt["featcodec"]["kind"] == "video":  # imported only here: it brings OpenCV
-        from codec.video import VideoCodec
+        from featcodec.codec.video import VideoCodec
 
         build = VideoCodec.build
     return rebuild(args.checkpoint, ckpt, build).to(args.device)
@@ -140,15 +140,15 @@ def _progress(items: list[Any], desc: str) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.cli import train
+    from featcodec.training.cli import train
 
     train(args.args)
     return 0
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from codec.facade import Codec, bits_per_pixel
-    from codec.files import atomic_write
+    from featcodec.codec.facade import Codec, bits_per_pixel
+    from featcodec.codec.files import atomic_write
     from featcodec.inputs import (
         IMAGE_SUFFIXES,
         TENSOR_SUFFIXES,
@@ -193,12 +193,12 @@ def _encode(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     import torch
 
-    from codec import bitstream
-    from codec.errors import BitstreamError
-    from codec.facade import Codec
-    from codec.files import atomic_path, atomic_write
+    from featcodec.codec import bitstream
+    from featcodec.codec.errors import BitstreamError
+    from featcodec.codec.facade import Codec
+    from featcodec.codec.files import atomic_path, atomic_write
     from featcodec.inputs import STREAM_SUFFIXES, collect, refuse_existing
-    from models.heads import task_of
+    from featcodec.models.heads import task_of
 
     codec = _load_codec(args)
     if not isinstance(codec, Codec):
@@ -289,7 +289,7 @@ def _save_output(t: Any, path: Path) -> None:
     as ``.pt`` beside it."""
     import torch
 
-    from codec.files import atomic_path, atomic_write
+    from featcodec.codec.files import atomic_path, atomic_write
     from featcodec.inputs import to_png
 
     if t.shape[0] == 3:
@@ -302,8 +302,8 @@ def _save_output(t: Any, path: Path) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from codec import bitstream
-    from codec.facade import bits_per_pixel
+    from featcodec.codec import bitstream
+    from featcodec.codec.facade import bits_per_pixel
     from featcodec.inputs import STREAM_SUFFIXES, collect
 
     reports = []
@@ -356,8 +356,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def _frames_summary(stream: Any) -> dict[str, Any]:
     """Frame counts and mean bytes per frame type of a sequence stream (else nothing)."""
-    from codec.bitstream import SectionKind, split_prefixed
-    from codec.video import frame_kinds
+    from featcodec.codec.bitstream import SectionKind, split_prefixed
+    from featcodec.codec.video import frame_kinds
 
     inter = [x.payload for x in stream.sections if x.kind == SectionKind.INTER]
     if not inter:
@@ -385,7 +385,7 @@ def _frames_summary(stream: Any) -> dict[str, Any]:
 def _demo(args: argparse.Namespace) -> int:
     import logging
 
-    from eval.demo import DemoConfig, format_bd_rates, format_table, run_demo
+    from featcodec.eval.demo import DemoConfig, format_bd_rates, format_table, run_demo
 
     # the demo's own progress lines say what runs; Lightning's device and tip lines are noise
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -413,8 +413,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from codec.files import atomic_write
-    from eval.bench import (
+    from featcodec.codec.files import atomic_write
+    from featcodec.eval.bench import (
         bench_entropy,
         bench_motion,
         bench_pframe,

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from codec.errors import InputError
+from featcodec.codec.errors import InputError
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -156,7 +156,7 @@ def _curve_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[list[Any], str, list[Any], float | None]:
-    from eval.results import curves, load_results
+    from featcodec.eval.results import curves, load_results
 
     results = [load_results(p) for p in args.results]
     metric = args.metric or results[0].metric
@@ -167,8 +167,8 @@ def _load(args: argparse.Namespace) -> tuple[list[Any], str, list[Any], float | 
 
 
 def _bd(found: list[Any], anchor: str, metric: str, method: str) -> list[Any]:
-    from eval.bd import bd_table
-    from eval.metrics import higher_is_better
+    from featcodec.eval.bd import bd_table
+    from featcodec.eval.metrics import higher_is_better
 
     names = [c.name for c in found]
     if anchor not in names:
@@ -190,7 +190,7 @@ def experiment_scalable(args: argparse.Namespace) -> int:
 
     import torch
 
-    from eval.scalable import ScalableConfig, format_claims, run_scalable
+    from featcodec.eval.scalable import ScalableConfig, format_claims, run_scalable
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -219,9 +219,9 @@ def experiment_scalable(args: argparse.Namespace) -> int:
 def eval_motion(args: argparse.Namespace) -> int:
     import torch
 
-    from codec.files import atomic_write
-    from eval.motion import MotionConfig, run_motion
-    from eval.motion_report import (
+    from featcodec.codec.files import atomic_write
+    from featcodec.eval.motion import MotionConfig, run_motion
+    from featcodec.eval.motion_report import (
         figure_png,
         format_motion,
         output_paths,
@@ -264,11 +264,11 @@ def eval_video(args: argparse.Namespace) -> int:
 
     import torch
 
-    from codec.files import atomic_write
-    from codec.video import VideoCodec
-    from eval.video import evaluate_video, format_video
+    from featcodec.codec.files import atomic_write
+    from featcodec.codec.video import VideoCodec
+    from featcodec.eval.video import evaluate_video, format_video
     from featcodec.inputs import refuse_existing
-    from training.datasets import SyntheticClips
+    from featcodec.training.datasets import SyntheticClips
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -305,7 +305,7 @@ def eval_video(args: argparse.Namespace) -> int:
 
 
 def eval_bd(args: argparse.Namespace) -> int:
-    from eval.bd import format_bd
+    from featcodec.eval.bd import format_bd
 
     _, metric, found, _ = _load(args)
     print(format_bd(_bd(found, args.anchor, metric, args.method), metric))
@@ -313,7 +313,7 @@ def eval_bd(args: argparse.Namespace) -> int:
 
 
 def plot_rd(args: argparse.Namespace) -> int:
-    from eval.plot import FORMATS, plot_rd, save_figure
+    from featcodec.eval.plot import FORMATS, plot_rd, save_figure
 
     if Path(args.out).suffix.lower() not in FORMATS:
         raise InputError(f"{args.out}: unsupported figure format (use {', '.join(FORMATS)})")
@@ -327,10 +327,10 @@ def plot_rd(args: argparse.Namespace) -> int:
 def eval_rd(args: argparse.Namespace) -> int:
     import torch
 
-    from eval.anchors import ANCHORS, build_anchor
-    from eval.metrics import task_of
-    from eval.rd import TaskSplit, find_checkpoints, synthetic_eval_set
-    from eval.results import write_results
+    from featcodec.eval.anchors import ANCHORS, build_anchor
+    from featcodec.eval.metrics import task_of
+    from featcodec.eval.rd import TaskSplit, find_checkpoints, synthetic_eval_set
+    from featcodec.eval.results import write_results
     from featcodec.inputs import refuse_existing
 
     if args.threads:
@@ -364,7 +364,7 @@ def eval_rd(args: argparse.Namespace) -> int:
     rows = _codec_rows(points, data, args)
     if anchors:
         if split is None:
-            from codec.facade import Codec
+            from featcodec.codec.facade import Codec
 
             split = TaskSplit.of_codec(Codec.from_checkpoint(points[0].path))
         rows += _anchor_rows(anchors, split.to(args.device), data, args)
@@ -406,8 +406,8 @@ def _settings(specs: list[str], names: list[str]) -> dict[str, tuple[float, ...]
 
 
 def _codec_rows(points: list[Any], data: Any, args: argparse.Namespace) -> list[Any]:
-    from codec.facade import Codec
-    from eval.rd import evaluate_codec
+    from featcodec.codec.facade import Codec
+    from featcodec.eval.rd import evaluate_codec
 
     rows = []
     for p in points:
@@ -433,7 +433,7 @@ def _codec_rows(points: list[Any], data: Any, args: argparse.Namespace) -> list[
 def _anchor_rows(anchors: list[Any], split: Any, data: Any, args: argparse.Namespace) -> list:
     from tqdm import tqdm
 
-    from eval.rd import check_fits, evaluate_anchor, reference_metrics
+    from featcodec.eval.rd import check_fits, evaluate_anchor, reference_metrics
 
     check_fits(split.arch, data, "the task network")
     reference = reference_metrics(split, data, args.batch_size)
@@ -456,7 +456,7 @@ def _anchor_rows(anchors: list[Any], split: Any, data: Any, args: argparse.Names
 
 
 def _software(anchors: list[Any]) -> dict[str, Any]:
-    from eval.results import software_versions
+    from featcodec.eval.results import software_versions
 
     return software_versions(ffmpeg=any(a.name.startswith("x265") for a in anchors))
 
@@ -464,8 +464,8 @@ def _software(anchors: list[Any]) -> dict[str, Any]:
 def _log_figure(logdir: str, results: Path, metric: str) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    from eval.plot import plot_rd
-    from eval.results import curves, load_results
+    from featcodec.eval.plot import plot_rd
+    from featcodec.eval.results import curves, load_results
 
     res = load_results(results)
     with SummaryWriter(logdir) as writer:

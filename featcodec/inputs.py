@@ -14,8 +14,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from codec.bitstream import MAX_INPUT_PIXELS
-from codec.errors import InputError
+from featcodec.codec.bitstream import MAX_INPUT_PIXELS
+from featcodec.codec.errors import InputError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
 TENSOR_SUFFIXES = frozenset({".pt", ".npy"})
@@ -155,7 +155,7 @@ def load_video(path: Path) -> Tensor:
 def load_frames(path: Path) -> Tensor:
     """A sequence ``(T, 3, H, W)`` in [0, 1]: the images of a folder in natural order
     (``2.png`` before ``10.png``), or the frames of a video file."""
-    from training.datasets.files import natural_key
+    from featcodec.training.datasets.files import natural_key
 
     if path.is_dir():
         files = [f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]

@@ -46,11 +46,11 @@ def add_arguments(encode: argparse.ArgumentParser, decode: argparse.ArgumentPars
 
 def encode(args: argparse.Namespace, codec: Any, progress: Any) -> int:
     """``featcodec encode`` with a video codec: one stream per folder of frames or video."""
-    from codec.bitstream import unpack
-    from codec.errors import InputError
-    from codec.facade import bits_per_pixel
-    from codec.files import atomic_write
-    from codec.video import frame_kinds
+    from featcodec.codec.bitstream import unpack
+    from featcodec.codec.errors import InputError
+    from featcodec.codec.facade import bits_per_pixel
+    from featcodec.codec.files import atomic_write
+    from featcodec.codec.video import frame_kinds
     from featcodec.inputs import load_frames, refuse_existing
 
     if args.layers != "all":
@@ -91,11 +91,11 @@ def decode(args: argparse.Namespace, codec: Any, prediction: Any) -> int:
 
     import torch
 
-    from codec import bitstream
-    from codec.errors import BitstreamError, InputError
-    from codec.files import atomic_path, atomic_write
+    from featcodec.codec import bitstream
+    from featcodec.codec.errors import BitstreamError, InputError
+    from featcodec.codec.files import atomic_path, atomic_write
     from featcodec.inputs import STREAM_SUFFIXES, collect, refuse_existing
-    from models.heads import task_of
+    from featcodec.models.heads import task_of
 
     if args.layers != "all" or args.preview:
         raise InputError("--layers and --preview apply to image codecs, not to video codecs")

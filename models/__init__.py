@@ -1,5 +1,5 @@
 """Networks of featcodec: classification backbones and how they are split (front / back), and
 the transform building blocks of the codecs (``models.blocks``)."""
 
-from models.backbones import *  # noqa: F403  (the public names are backbones.__all__)
-from models.backbones import __all__  # noqa: F401
+from featcodec.models.backbones import *  # noqa: F403  (the public names are backbones.__all__)
+from featcodec.models.backbones import __all__  # noqa: F401

@@ -74,7 +74,7 @@ from torchvision.models.resnet import ResNet
 from torchvision.models.segmentation.lraspp import LRASPPHead
 from torchvision.ops import MultiScaleRoIAlign
 
-from models.backbones import Split, build_backbone, split_model
+from featcodec.models.backbones import Split, build_backbone, split_model
 
 __all__ = [
     "HEADS",

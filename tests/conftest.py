@@ -9,7 +9,7 @@ import torch
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 
-from codec.facade import Codec, default_arch  # noqa: E402
+from featcodec.codec.facade import Codec, default_arch  # noqa: E402
 
 torch.set_num_threads(2)
 
@@ -46,7 +46,7 @@ class FixtureTinyNet(torch.nn.Module):
 
 def register_fixture_backbone() -> str:
     """Register :class:`FixtureTinyNet` as ``fixture_tinynet`` (once); returns the name."""
-    from models.backbones import available_backbones, register_backbone
+    from featcodec.models.backbones import available_backbones, register_backbone
 
     if "fixture_tinynet" not in available_backbones():
         register_backbone("fixture_tinynet", FixtureTinyNet)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codec.errors import FeatcodecError, InputError
-from eval.anchors import (
+from featcodec.codec.errors import FeatcodecError, InputError
+from featcodec.eval.anchors import (
     ANCHORS,
     HEADER,
     PARAMETER_SETS,

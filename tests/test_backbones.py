@@ -9,7 +9,7 @@ import torch
 from torch import fx, nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet18_Weights, ResNet50_Weights
 
-from models import (
+from featcodec.models import (
     DEFAULT_SPLITS,
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from eval.bd import Curve, bd_rate, bd_table, format_bd, monotone
+from featcodec.eval.bd import Curve, bd_rate, bd_table, format_bd, monotone
 
 RATES = [0.1, 0.2, 0.4, 0.8]
 ACC = [0.60, 0.75, 0.85, 0.90]

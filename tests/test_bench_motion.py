@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from eval.bench import bench_motion, bench_pframe, format_motion_bench
 from featcodec.cli import main
+from featcodec.eval.bench import bench_motion, bench_pframe, format_motion_bench
 
 TINY = [
     *("--batch", "2", "--channels", "8", "--size", "12", "--frame-size", "32"),

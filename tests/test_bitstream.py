@@ -7,8 +7,8 @@ import zlib
 
 import pytest
 
-from codec import bitstream
-from codec.bitstream import (
+from featcodec.codec import bitstream
+from featcodec.codec.bitstream import (
     MAGIC,
     Section,
     SectionKind,
@@ -18,7 +18,7 @@ from codec.bitstream import (
     unpack,
     varint,
 )
-from codec.errors import BitstreamError
+from featcodec.codec.errors import BitstreamError
 
 
 def make_stream(hyper: bytes = b"\x01" * 12, base: bytes = bytes(range(40))) -> Stream:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from codec.bitstream import unpack
-from codec.facade import Codec
 from featcodec.cli import main
+from featcodec.codec.bitstream import unpack
+from featcodec.codec.facade import Codec
 
 
 @pytest.fixture()

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from codec.base import HyperpriorCodec
-from codec.bitstream import SectionKind, ShapeTag, unpack
-from codec.errors import BitstreamError, CheckpointError, InputError
-from codec.facade import Codec
+from featcodec.codec.base import HyperpriorCodec
+from featcodec.codec.bitstream import SectionKind, ShapeTag, unpack
+from featcodec.codec.errors import BitstreamError, CheckpointError, InputError
+from featcodec.codec.facade import Codec
 
 
 @pytest.mark.parametrize("size", [(8, 8), (7, 5), (1, 1), (13, 21)])
@@ -99,7 +99,7 @@ def test_stream_of_another_model_is_refused(tiny_arch: dict, tiny_codec: Codec) 
 
 
 def test_inconsistent_shapes_are_refused(tiny_codec: Codec) -> None:
-    from codec.bitstream import Stream, pack
+    from featcodec.codec.bitstream import Stream, pack
 
     good = unpack(tiny_codec.encode(torch.rand(3, 32, 32)))
     wrong_input = Stream(

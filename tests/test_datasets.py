@@ -17,8 +17,8 @@ import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 from PIL import Image
 
-from codec.errors import FeatcodecError, InputError
-from training.datasets import (
+from featcodec.codec.errors import FeatcodecError, InputError
+from featcodec.training.datasets import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_TRAIN_IDS,
     CityscapesDataModule,
@@ -31,7 +31,7 @@ from training.datasets import (
     VideoFramesDataModule,
     resize_item,
 )
-from training.datasets.files import natural_key
+from featcodec.training.datasets.files import natural_key
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "datasets"
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codec.edge_motion import (
+from featcodec.codec.edge_motion import (
     AffineMotion,
     FlowMotion,
     MotionCoder,
@@ -17,9 +17,9 @@ from codec.edge_motion import (
     global_affine,
     latent_motion,
 )
-from codec.errors import BitstreamError, InputError
-from codec.motion import affine_flow, latent_flow, warp
-from training.datasets.synthetic import render_clip
+from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.motion import affine_flow, latent_flow, warp
+from featcodec.training.datasets.synthetic import render_clip
 
 SIZE = 96
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter, bits
-from eval.bench import gaussian_latent, ideal_bits
+from featcodec.codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter, bits
+from featcodec.eval.bench import gaussian_latent, ideal_bits
 
 
 @pytest.fixture(scope="module")

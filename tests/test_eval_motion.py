@@ -11,11 +11,11 @@ import torch
 import torchvision
 from PIL import Image
 
-from codec.errors import InputError
-from codec.motion import affine_flow, warp
-from eval.motion import IDENTITY, PARAMS, affine_theta, infer_stride, measure
-from eval.motion_setup import load_front, load_image
 from featcodec.cli import main
+from featcodec.codec.errors import InputError
+from featcodec.codec.motion import affine_flow, warp
+from featcodec.eval.motion import IDENTITY, PARAMS, affine_theta, infer_stride, measure
+from featcodec.eval.motion_setup import load_front, load_image
 
 FAST = ["--backbone", "resnet18", "--threads", "2"]
 

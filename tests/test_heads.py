@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from eval.metrics import (
+from featcodec.eval.metrics import (
     METRICS,
     PCK,
     DepthRMSE,
@@ -19,8 +19,8 @@ from eval.metrics import (
     higher_is_better,
     task_metric,
 )
-from models.backbones import Normalize, Split, build_backbone, split_model
-from models.heads import (
+from featcodec.models.backbones import Normalize, Split, build_backbone, split_model
+from featcodec.models.heads import (
     HEADS,
     DetectionBack,
     build_task_model,
@@ -32,7 +32,7 @@ from models.heads import (
     task_forward,
     task_loss,
 )
-from training.datasets.synthetic import SyntheticScenes, collate_scenes
+from featcodec.training.datasets.synthetic import SyntheticScenes, collate_scenes
 
 TASKS = ["classification", "segmentation", "depth", "keypoints", "detection"]
 DENSE = ["classification", "segmentation", "depth", "keypoints"]

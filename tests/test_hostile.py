@@ -15,10 +15,18 @@ import pytest
 import torch
 from PIL import Image
 
-from codec.bitstream import MAX_INPUT_PIXELS, Section, SectionKind, ShapeTag, Stream, pack, unpack
-from codec.entropy import GaussianCoder, RansReader, rans_decode
-from codec.errors import BitstreamError, InputError
-from codec.facade import Codec
+from featcodec.codec.bitstream import (
+    MAX_INPUT_PIXELS,
+    Section,
+    SectionKind,
+    ShapeTag,
+    Stream,
+    pack,
+    unpack,
+)
+from featcodec.codec.entropy import GaussianCoder, RansReader, rans_decode
+from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.facade import Codec
 
 
 def _forge(data: bytes, rng: random.Random) -> bytes:
@@ -155,7 +163,7 @@ class _Payload:
 
 
 def test_a_planted_run_checkpoint_is_not_unpickled(tmp_path: Path) -> None:
-    from eval.sweep import reusable
+    from featcodec.eval.sweep import reusable
 
     marker = tmp_path / "pwned"
     planted = tmp_path / "tasknet.ckpt"

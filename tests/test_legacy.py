@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import register_fixture_backbone
 
-from codec.bitstream import unpack
-from codec.facade import Codec
-from codec.video import VideoCodec
+from featcodec.codec.bitstream import unpack
+from featcodec.codec.facade import Codec
+from featcodec.codec.video import VideoCodec
 
 LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 

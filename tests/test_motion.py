@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from codec.errors import InputError
-from codec.motion import affine_flow, latent_affine, latent_flow, warp
+from featcodec.codec.errors import InputError
+from featcodec.codec.motion import affine_flow, latent_affine, latent_flow, warp
 
 STRIDES = (1, 2, 4, 8, 16)
 

@@ -11,8 +11,8 @@ import torch
 import yaml
 from test_datasets import COCO_JSON, _city_frame, _save_rgb
 
-from codec.facade import Codec
 from featcodec.cli import main
+from featcodec.codec.facade import Codec
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 

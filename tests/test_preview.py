@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import TINY
 
-from codec.facade import Codec, default_arch
-from codec.preview import PreviewSynthesis, reconstruction_distortion
-from eval.rd import evaluate_codec, synthetic_eval_set
-from training import BaseCodecModule
-from training.datasets import SyntheticScenes, collate_scenes
+from featcodec.codec.facade import Codec, default_arch
+from featcodec.codec.preview import PreviewSynthesis, reconstruction_distortion
+from featcodec.eval.rd import evaluate_codec, synthetic_eval_set
+from featcodec.training import BaseCodecModule
+from featcodec.training.datasets import SyntheticScenes, collate_scenes
 
 
 @pytest.mark.parametrize("stride", [1, 2, 8, 16])

@@ -13,11 +13,11 @@ import torch
 from conftest import TINY
 from PIL import Image
 
-from codec.facade import Codec, default_arch
-from eval.anchors import build_anchor
-from eval.rd import TaskSplit, evaluate_anchor, evaluate_codec, synthetic_eval_set
-from eval.results import RESULTS_FORMAT, RESULTS_VERSION, load_results
 from featcodec.cli import main
+from featcodec.codec.facade import Codec, default_arch
+from featcodec.eval.anchors import build_anchor
+from featcodec.eval.rd import TaskSplit, evaluate_anchor, evaluate_codec, synthetic_eval_set
+from featcodec.eval.results import RESULTS_FORMAT, RESULTS_VERSION, load_results
 
 SIZE, IMAGE = 6, 32
 HAS_X265 = build_anchor("x265-12bit").available() is None

@@ -6,10 +6,10 @@ import pytest
 import torch
 from conftest import TINY
 
-from codec.bitstream import SectionKind, pack, unpack
-from codec.enhancement import EnhancementCodec
-from codec.errors import BitstreamError
-from codec.facade import Codec, default_arch
+from featcodec.codec.bitstream import SectionKind, pack, unpack
+from featcodec.codec.enhancement import EnhancementCodec
+from featcodec.codec.errors import BitstreamError
+from featcodec.codec.facade import Codec, default_arch
 
 ENH = {"N": 16, "M": 16, "downsample": 3, "hyper_downsample": 1}
 
@@ -175,8 +175,12 @@ def test_enhancement_training_lowers_the_loss_and_keeps_the_base(
 ) -> None:
     from quiet import quiet_trainer
 
-    from training import EnhancementModule
-    from training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
+    from featcodec.training import EnhancementModule
+    from featcodec.training.datasets import (
+        SyntheticScenes,
+        SyntheticScenesDataModule,
+        collate_scenes,
+    )
 
     base = Codec.build(default_arch(codec=dict(TINY))).eval()
     base_ckpt = tmp_path / "base.ckpt"
@@ -210,8 +214,8 @@ def test_enhancement_training_lowers_the_loss_and_keeps_the_base(
 
 
 def test_layer_measurement_counts_real_bytes(codec) -> None:
-    from eval.rd import synthetic_eval_set
-    from eval.scalable import evaluate_layers
+    from featcodec.eval.rd import synthetic_eval_set
+    from featcodec.eval.scalable import evaluate_layers
 
     data = synthetic_eval_set("test", 2, 32)
     row = evaluate_layers(codec, data, "enh", "p")

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.datasets import (
+from featcodec.training.datasets import (
     SHAPE_CLASSES,
     Clip,
     Scene,

@@ -9,12 +9,12 @@ import pytest
 import torch
 from quiet import quiet_trainer
 
-from codec.errors import CheckpointError, InputError
-from codec.facade import Codec
-from eval.rd import check_fits, evaluate_codec, synthetic_eval_set
 from featcodec.cli import main
-from training import BaseCodecModule, TaskModule
-from training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
+from featcodec.codec.errors import CheckpointError, InputError
+from featcodec.codec.facade import Codec
+from featcodec.eval.rd import check_fits, evaluate_codec, synthetic_eval_set
+from featcodec.training import BaseCodecModule, TaskModule
+from featcodec.training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
 
 TASKS = ["segmentation", "depth", "keypoints", "detection"]
 METRIC = {"segmentation": "miou", "depth": "depth_rmse", "keypoints": "pck", "detection": "map"}
@@ -91,7 +91,7 @@ def test_codec_training_for_the_task_lowers_its_loss(task, task_checkpoints, dat
 
 @pytest.mark.parametrize("task", ["segmentation", "depth", "keypoints"])
 def test_distillation_is_zero_on_the_teacher_and_grows_away_from_it(task) -> None:
-    from training.losses import task_distortion
+    from featcodec.training.losses import task_distortion
 
     torch.manual_seed(0)
     teacher = {

@@ -5,10 +5,10 @@ import pytest
 import torch
 from quiet import quiet_trainer
 
-from codec.errors import CheckpointError
-from codec.facade import Codec
-from training import BaseCodecModule, TaskModule
-from training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
+from featcodec.codec.errors import CheckpointError
+from featcodec.codec.facade import Codec
+from featcodec.training import BaseCodecModule, TaskModule
+from featcodec.training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
 
 
 def _trainer(steps: int, **kw: object) -> pl.Trainer:
@@ -143,7 +143,7 @@ def test_real_bytes_match_the_estimate_on_a_trained_codec(task_checkpoint) -> No
     real = estimate = 0.0
     for i in range(len(ds)):
         x = ds[i]["image"][None]
-        from codec.bitstream import unpack
+        from featcodec.codec.bitstream import unpack
 
         stream = unpack(codec.encode(x))
         real += 8 * sum(len(s.payload) for s in stream.sections)

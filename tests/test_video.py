@@ -10,14 +10,14 @@ import pytest
 import torch
 from quiet import quiet_trainer
 
-from codec.bitstream import Section, SectionKind, Stream, pack, split_prefixed, unpack
-from codec.errors import BitstreamError, InputError
-from codec.facade import Codec, default_arch
-from codec.video import PFrameCodec, VideoCodec, frame_kinds
-from eval.video import bytes_at_metric
 from featcodec.cli import main
-from training.datasets import SyntheticClipsDataModule, SyntheticScenes, render_clip
-from training.pframe_module import PFrameModule
+from featcodec.codec.bitstream import Section, SectionKind, Stream, pack, split_prefixed, unpack
+from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.facade import Codec, default_arch
+from featcodec.codec.video import PFrameCodec, VideoCodec, frame_kinds
+from featcodec.eval.video import bytes_at_metric
+from featcodec.training.datasets import SyntheticClipsDataModule, SyntheticScenes, render_clip
+from featcodec.training.pframe_module import PFrameModule
 
 SIZE = 64
 LMBDA = 300.0  # weight of the features' squared error, for the intra and the P-frame codec

@@ -10,12 +10,12 @@ import torch
 import yaml
 from PIL import Image
 
-from codec.bitstream import unpack
-from codec.facade import Codec
-from codec.video import VideoCodec
-from eval.results import load_results
 from featcodec.cli import main
-from training.datasets import render_clip
+from featcodec.codec.bitstream import unpack
+from featcodec.codec.facade import Codec
+from featcodec.codec.video import VideoCodec
+from featcodec.eval.results import load_results
+from featcodec.training.datasets import render_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,6 +70,17 @@ def test_train_configs_with_lightning_cli(tmp_path: Path) -> None:
     clip = render_clip(1, 3, 32).as_dict()
     frames = video.decode_sequence(video.encode_sequence(clip["images"], 3, "dis-flow")).frames
     assert [f.kind for f in frames] == ["I", "P", "P"]
+
+
+def test_a_config_with_the_old_class_paths_still_trains(tmp_path: Path) -> None:
+    config = _small_config("tasknet.yaml", tmp_path)
+    old = config.read_text().replace("featcodec.training.", "training.")
+    assert "class_path: training.TaskModule" in old
+    config.write_text(old)
+    with pytest.warns(DeprecationWarning, match="old paths"):
+        assert main(["train", "--config", str(config)]) == 0
+    assert (tmp_path / "tasknet" / "ckpt" / "last.ckpt").is_file()
+    assert config.read_text() == old  # the user's file is left as it was
 
 
 def test_train_with_a_missing_task_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
@@ -149,9 +160,9 @@ def test_quick_scalable_experiment_and_resume(tmp_path: Path, capsys) -> None:
         assert {k: a[k] for k in measured} == {k: b[k] for k in measured}
     assert again["enhancement"] == first["enhancement"]
     # a checkpoint is reused only for the same hyper-parameters, data and epochs
-    from eval.sweep import reusable
-    from training import EnhancementModule
-    from training.datasets import SyntheticScenesDataModule
+    from featcodec.eval.sweep import reusable
+    from featcodec.training import EnhancementModule
+    from featcodec.training.datasets import SyntheticScenesDataModule
 
     cfg = first["config"]
     data = SyntheticScenesDataModule(

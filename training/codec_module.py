@@ -16,13 +16,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from codec.errors import CheckpointError
-from codec.facade import Codec
-from eval.metrics import task_metric
-from models.heads import build_task_model, losses_mode, split_task_model, task_forward
-from training.losses import Distortion, accuracy, rate_distortion
-from training.optim import TrainsInTrainMode, layer_optimizers, layer_step
-from training.task import load_task_network, task_arch
+from featcodec.codec.errors import CheckpointError
+from featcodec.codec.facade import Codec
+from featcodec.eval.metrics import task_metric
+from featcodec.models.heads import build_task_model, losses_mode, split_task_model, task_forward
+from featcodec.training.losses import Distortion, accuracy, rate_distortion
+from featcodec.training.optim import TrainsInTrainMode, layer_optimizers, layer_step
+from featcodec.training.task import load_task_network, task_arch
 
 
 class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):

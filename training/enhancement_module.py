@@ -20,13 +20,13 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
-from codec.bitstream import unpack
-from codec.entropy import bits
-from codec.facade import Codec
-from codec.preview import reconstruction_distortion
-from eval.metrics import task_metric
-from models.heads import task_loss
-from training.optim import TrainsInTrainMode, layer_optimizers, layer_step
+from featcodec.codec.bitstream import unpack
+from featcodec.codec.entropy import bits
+from featcodec.codec.facade import Codec
+from featcodec.codec.preview import reconstruction_distortion
+from featcodec.eval.metrics import task_metric
+from featcodec.models.heads import task_loss
+from featcodec.training.optim import TrainsInTrainMode, layer_optimizers, layer_step
 
 TARGET_CHANNELS = {
     "reconstruction": lambda classes: 3,

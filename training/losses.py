@@ -23,9 +23,9 @@ from typing import Any, Literal
 import torch.nn.functional as F
 from torch import Tensor
 
-from codec.facade import CodecOutput
-from codec.preview import reconstruction_distortion
-from models.heads import task_loss
+from featcodec.codec.facade import CodecOutput
+from featcodec.codec.preview import reconstruction_distortion
+from featcodec.models.heads import task_loss
 
 Distortion = Literal["task", "ce", "distill"]
 

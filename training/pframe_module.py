@@ -25,14 +25,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from codec.edge_motion import camera_affine
-from codec.entropy import bits
-from codec.facade import Codec
-from codec.video import MOTION_SOURCES, VideoCodec
-from eval.metrics import task_metric
-from models.heads import task_of
-from training.losses import task_distortion
-from training.optim import TrainsInTrainMode, layer_optimizers, layer_step
+from featcodec.codec.edge_motion import camera_affine
+from featcodec.codec.entropy import bits
+from featcodec.codec.facade import Codec
+from featcodec.codec.video import MOTION_SOURCES, VideoCodec
+from featcodec.eval.metrics import task_metric
+from featcodec.models.heads import task_of
+from featcodec.training.losses import task_distortion
+from featcodec.training.optim import TrainsInTrainMode, layer_optimizers, layer_step
 
 _FRAME_FIELDS = {"images": "image", "labels": "label", "masks": "mask", "depths": "depth"}
 

@@ -16,11 +16,11 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from codec.errors import CheckpointError
-from codec.facade import CHECKPOINT_FORMAT, load_checkpoint
-from models.backbones import Normalize
-from models.heads import build_task_model, losses_mode, task_forward, task_loss
-from training.losses import accuracy
+from featcodec.codec.errors import CheckpointError
+from featcodec.codec.facade import CHECKPOINT_FORMAT, load_checkpoint
+from featcodec.models.backbones import Normalize
+from featcodec.models.heads import build_task_model, losses_mode, task_forward, task_loss
+from featcodec.training.losses import accuracy
 
 
 def task_arch(

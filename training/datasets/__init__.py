@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from training.datasets.cityscapes import (
+from featcodec.training.datasets.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_TRAIN_IDS,
     CityscapesDataModule,
     CityscapesSegmentationDepth,
 )
-from training.datasets.coco import CocoDataModule, CocoDetectionDataset, collate_detection
-from training.datasets.datamodule import SplitDataModule
-from training.datasets.imagefolder import ImageFolderClassification, ImageFolderDataModule
-from training.datasets.resize import resize_item
-from training.datasets.synthetic import (
+from featcodec.training.datasets.coco import CocoDataModule, CocoDetectionDataset, collate_detection
+from featcodec.training.datasets.datamodule import SplitDataModule
+from featcodec.training.datasets.imagefolder import ImageFolderClassification, ImageFolderDataModule
+from featcodec.training.datasets.resize import resize_item
+from featcodec.training.datasets.synthetic import (
     NUM_KEYPOINTS,
     SHAPE_CLASSES,
     Clip,
@@ -32,7 +32,11 @@ from training.datasets.synthetic import (
     render_scene,
     sample_layout,
 )
-from training.datasets.video_frames import VideoFrames, VideoFramesDataModule, collate_frames
+from featcodec.training.datasets.video_frames import (
+    VideoFrames,
+    VideoFramesDataModule,
+    collate_frames,
+)
 
 __all__ = [
     "CITYSCAPES_CLASSES",

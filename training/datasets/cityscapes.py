@@ -62,17 +62,17 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
-from codec.errors import InputError
-from training.datasets.datamodule import SplitDataModule
-from training.datasets.files import (
+from featcodec.codec.errors import InputError
+from featcodec.training.datasets.datamodule import SplitDataModule
+from featcodec.training.datasets.files import (
     one_line,
     read_array,
     read_rgb,
     require_dir,
     require_file,
 )
-from training.datasets.resize import Fit, SizeArg, as_size, resize_item
-from training.datasets.synthetic import collate_scenes
+from featcodec.training.datasets.resize import Fit, SizeArg, as_size, resize_item
+from featcodec.training.datasets.synthetic import collate_scenes
 
 IGNORE_INDEX = 255
 """Train id of every pixel that is not one of the 19 evaluated classes."""

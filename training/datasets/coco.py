@@ -41,11 +41,11 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets import CocoDetection
 
-from codec.errors import InputError
-from training.datasets.datamodule import SplitDataModule
-from training.datasets.files import one_line, require_dir, require_file, to_float_rgb
-from training.datasets.resize import Fit, SizeArg, as_size, resize_item
-from training.datasets.synthetic import collate_scenes
+from featcodec.codec.errors import InputError
+from featcodec.training.datasets.datamodule import SplitDataModule
+from featcodec.training.datasets.files import one_line, require_dir, require_file, to_float_rgb
+from featcodec.training.datasets.resize import Fit, SizeArg, as_size, resize_item
+from featcodec.training.datasets.synthetic import collate_scenes
 
 _LIST_FIELDS = frozenset({"image", "boxes", "box_labels"})
 

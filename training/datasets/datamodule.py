@@ -25,7 +25,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from codec.errors import InputError
+from featcodec.codec.errors import InputError
 
 
 class _Collate:

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from codec.errors import InputError
+from featcodec.codec.errors import InputError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(IMG_EXTENSIONS)
 """Suffixes (lower case, with the dot) of the files taken as images."""

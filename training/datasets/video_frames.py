@@ -39,9 +39,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from codec.errors import InputError
-from training.datasets.datamodule import SplitDataModule
-from training.datasets.files import (
+from featcodec.codec.errors import InputError
+from featcodec.training.datasets.datamodule import SplitDataModule
+from featcodec.training.datasets.files import (
     IMAGE_SUFFIXES,
     image_files,
     image_size,
@@ -49,7 +49,7 @@ from training.datasets.files import (
     require_dir,
     visible_entries,
 )
-from training.datasets.resize import Fit, SizeArg, as_size, resize_item
+from featcodec.training.datasets.resize import Fit, SizeArg, as_size, resize_item
 
 _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
 
