@@ -388,3 +388,8 @@ def write(path: str | os.PathLike[str], stream: Stream) -> int:
     data = pack(stream)
     atomic_write(path, data)
     return len(data)
+
+
+def bits_per_pixel(num_bytes: int, input_shape: tuple[int, ...]) -> float:
+    """Rate in bits per input pixel for ``num_bytes`` coding an input of ``(C, H, W)``."""
+    return 8 * num_bytes / math.prod(input_shape[-2:])

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from featcodec.codec.base import StridedStages, ste_round
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
+from featcodec.codec.registry import register_codec
 from featcodec.models.blocks import ResidualBottleneck, conv, deconv
 
 
@@ -70,6 +71,7 @@ def _fit(t: Tensor, size: tuple[int, int]) -> Tensor:
     return F.pad(t, (0, size[1] - t.shape[-1], 0, size[0] - t.shape[-2]))
 
 
+@register_codec("enhancement")
 class EnhancementCodec(StridedStages, nn.Module):
     """Enhancement layer conditioned on the decoded base latent.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -504,8 +503,3 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str | tuple[str, ...]) -
             f"{path} is a {meta.get('kind')} checkpoint, not a {' or '.join(kinds)} checkpoint"
         )
     return ckpt
-
-
-def bits_per_pixel(num_bytes: int, input_shape: tuple[int, ...]) -> float:
-    """Rate in bits per input pixel for ``num_bytes`` coding an input of ``(C, H, W)``."""
-    return 8 * num_bytes / math.prod(input_shape[-2:])

@@ -10,18 +10,12 @@ information (:mod:`codec.edge_motion`), and only the unpredictable part costs bi
                   x_t ─front─▶ F_t ─ g_a(F_t, F̃_t) ─▶ Y ─▶ Z ─▶ bits
                   (μ, σ) = e(h_s(Ẑ), c(F̃_t, mask));   F̂_t = F̃_t + g_s(Ŷ, c'(F̃_t, mask))
 
-:class:`PFrameCodec` codes ``F_t`` given the prediction in one of two ways:
-
-* ``conditional=True`` (the default): the prediction conditions the analysis, the entropy
-  parameters and the synthesis (contexts built from ``F̃_t`` and the validity mask), in the
-  way the enhancement layer conditions on the base (:mod:`codec.enhancement`);
-* ``conditional=False``: the residual ``F_t − F̃_t`` is coded with a plain hyperprior and
-  added back.
-
-Which of the two is the default was settled by measuring both (README, "Video"). A sequence
-is one ``.fcb`` stream: every section carries its frame index, an I-frame has ``hyper`` and
-``base`` sections (decodable by the intra codec alone), a P-frame one ``inter`` section: its
-motion side information, then one rANS string of ``Ẑ`` and ``Ŷ`` (each section record and
+The P-frame network is :class:`~codec.pframe.PFrameCodec` (conditional coding by default, or
+the residual: settled by measuring both, README "Video"); the stream layout is
+:mod:`codec.sequence`. A sequence is one ``.fcb`` stream: every section carries its frame
+index, an I-frame has ``hyper`` and ``base`` sections (decodable by the intra codec alone), a
+P-frame one ``inter`` section: its motion side information, then one rANS string of ``Ẑ``
+and ``Ŷ`` (each section record and
 each rANS flush cost 7–8 bytes, which at these rates matters). A corrupt frame is reported by
 index, and decoding can resume at the next I-frame (:meth:`VideoCodec.decode_sequence`).
 """
@@ -37,7 +31,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from featcodec.codec.base import StridedStages, ste_round
 from featcodec.codec.bitstream import (
     MAX_FRAME,
     Section,
@@ -58,7 +51,6 @@ from featcodec.codec.edge_motion import (
     global_affine,
     latent_motion,
 )
-from featcodec.codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
 from featcodec.codec.errors import BitstreamError, InputError
 from featcodec.codec.facade import (
     Codec,
@@ -71,7 +63,8 @@ from featcodec.codec.facade import (
     weights_digest,
 )
 from featcodec.codec.motion import warp
-from featcodec.models.blocks import ResidualBottleneck, conv, deconv
+from featcodec.codec.pframe import PFrameCodec
+from featcodec.codec.sequence import KIND_NAMES, frame_kinds
 
 MOTION_SOURCES = ("dis-flow", "dis-affine", "flow", "affine", "none")
 """Where a P-frame's motion comes from: OpenCV DIS flow between the input frames (sent as a
@@ -86,169 +79,6 @@ DEFAULT_INTER: dict[str, Any] = {
     "conditional": True,
 }
 DEFAULT_MOTION: dict[str, Any] = {"block": 16, "step": 0.25}
-
-
-# ---------------------------------------------------------------------------------------------
-# The P-frame codec
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PFrameOutput:
-    """Training pass: the reconstruction ``F̂_t`` and the latents' likelihoods."""
-
-    features_hat: Tensor
-    likelihoods: dict[str, Tensor]
-
-
-@dataclass
-class PFrameCode:
-    """One rANS string per batch element holding ``Ẑ`` then ``Ŷ``, and the reconstruction
-    the decoder will compute (the next frame's reference)."""
-
-    strings: list[bytes]
-    features_hat: Tensor
-
-
-def _down(in_channels: int, out_channels: int, stages: int) -> nn.Sequential:
-    layers: list[nn.Module] = [conv(in_channels, out_channels, 3, 1)]
-    for _ in range(stages):
-        layers += [nn.ReLU(inplace=True), conv(out_channels, out_channels)]
-    return nn.Sequential(*layers)
-
-
-class PFrameCodec(StridedStages, nn.Module):
-    """Codes a feature tensor ``F_t`` given its motion-compensated prediction ``F̃_t``.
-
-    Args:
-        channels: channels ``C`` of the feature tensor.
-        N: width of the transforms and channels of ``Z``.
-        M: channels of the latent ``Y``.
-        downsample: stride-2 stages of ``g_a`` (the latent is ``2^downsample`` coarser).
-        hyper_downsample: stride-2 stages of ``h_a``.
-        conditional: condition on the prediction (analysis, entropy parameters, synthesis);
-            ``False`` codes the residual ``F_t − F̃_t`` with a plain hyperprior.
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        N: int = 64,
-        M: int = 64,
-        downsample: int = 1,
-        hyper_downsample: int = 1,
-        conditional: bool = True,
-    ) -> None:
-        super().__init__()
-        if min(channels, N, M) < 1 or downsample < 0 or hyper_downsample < 0:
-            raise ValueError("PFrameCodec: channels must be ≥ 1 and stage counts ≥ 0")
-        self.conditional = conditional
-        self.downsample, self.hyper_downsample = downsample, hyper_downsample
-        context = channels + 1  # the prediction and its validity mask
-        g_a: list[nn.Module] = [conv(channels + (context if conditional else 0), N, 3, 1)]
-        g_a.append(ResidualBottleneck(N))
-        g_s: list[nn.Module] = [conv(M, N, 3, 1), ResidualBottleneck(N)]
-        for _ in range(downsample):
-            g_a += [conv(N, N), ResidualBottleneck(N)]
-            g_s += [deconv(N, N), ResidualBottleneck(N)]
-        g_a.append(conv(N, M, 3, 1))
-        self.g_a, self.g_s = nn.Sequential(*g_a), nn.Sequential(*g_s)
-        out = [conv(N + (context if conditional else 0), N, 3, 1), ResidualBottleneck(N)]
-        self.g_out = nn.Sequential(*out, conv(N, channels, 3, 1))
-        nn.init.zeros_(self.g_out[-1].weight)  # start as F̂ = F̃: the prediction as it is
-        nn.init.zeros_(self.g_out[-1].bias)
-        h_a: list[nn.Module] = [conv(M, N, 3, 1)]
-        h_s: list[nn.Module] = []
-        for _ in range(hyper_downsample):
-            h_a += [nn.ReLU(inplace=True), conv(N, N)]
-            h_s += [deconv(N, N), nn.ReLU(inplace=True)]
-        self.h_a, self.h_s = nn.Sequential(*h_a), nn.Sequential(*h_s, conv(N, N, 3, 1))
-        self.context_params = _down(context, N, downsample) if conditional else None
-        self.params = nn.Sequential(
-            conv((2 if conditional else 1) * N, 2 * M, 1, 1),
-            nn.ReLU(inplace=True),
-            conv(2 * M, 2 * M, 1, 1),
-        )
-        self.entropy_z = FactorizedCoder(N)
-        self.entropy_y = GaussianCoder()
-
-    @staticmethod
-    def _context(prediction: Tensor, mask: Tensor) -> Tensor:
-        return torch.cat([prediction, mask.to(prediction.dtype)], 1)
-
-    def _analysis(self, f: Tensor, prediction: Tensor, context: Tensor) -> Tensor:
-        x = torch.cat([f, context], 1) if self.conditional else f - prediction
-        return self.g_a(self._pad(x))
-
-    def _entropy_params(self, z_hat: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-        hyper = self.h_s(z_hat)
-        if self.context_params is not None:
-            hyper = torch.cat([hyper, self.context_params(self._pad(context))], 1)
-        scales, means = self.params(hyper).chunk(2, 1)
-        return scales, means
-
-    def _synthesis(self, y_hat: Tensor, prediction: Tensor, context: Tensor) -> Tensor:
-        h, w = prediction.shape[-2:]
-        x = self.g_s(y_hat)[..., :h, :w]
-        if self.conditional:
-            x = torch.cat([x, context], 1)
-        return prediction + self.g_out(x)
-
-    def forward(self, f: Tensor, prediction: Tensor, mask: Tensor) -> PFrameOutput:
-        """Training pass on features ``f``, the prediction and its mask (B, 1, h, w)."""
-        context = self._context(prediction, mask)
-        y = self._analysis(f, prediction, context)
-        z = self.h_a(y)
-        _, z_likelihoods = self.entropy_z(z)
-        medians = self.entropy_z._get_medians().reshape(1, -1, 1, 1)
-        z_hat = ste_round(z - medians) + medians
-        scales, means = self._entropy_params(z_hat, context)
-        _, y_likelihoods = self.entropy_y(y, scales, means)
-        y_hat = ste_round(y - means) + means
-        f_hat = self._synthesis(y_hat, prediction, context)
-        return PFrameOutput(f_hat, {"y": y_likelihoods, "z": z_likelihoods})
-
-    def aux_loss(self) -> Tensor:
-        return self.entropy_z.loss()
-
-    @torch.no_grad()
-    def compress(self, f: Tensor, prediction: Tensor, mask: Tensor) -> PFrameCode:
-        """Entropy-code ``f`` (B, C, h, w) given the prediction, ``Ẑ`` and ``Ŷ`` of each element
-        in one rANS string (one flush); also returns ``F̂``."""
-        context = self._context(prediction, mask)
-        y = self._analysis(f, prediction, context)
-        z = self.h_a(y)
-        writers = [RansWriter() for _ in range(f.shape[0])]
-        z_hat = torch.cat([self.entropy_z.write(w, z[i : i + 1]) for i, w in enumerate(writers)])
-        scales, means = self._entropy_params(z_hat, context)
-        y_hat = torch.cat(
-            [
-                self.entropy_y.write(w, y[i : i + 1], scales[i : i + 1], means[i : i + 1])
-                for i, w in enumerate(writers)
-            ]
-        )
-        strings = [w.flush() for w in writers]
-        return PFrameCode(strings, self._synthesis(y_hat, prediction, context))
-
-    @torch.no_grad()
-    def decompress(self, strings: list[bytes], prediction: Tensor, mask: Tensor) -> Tensor:
-        """``F̂`` from the strings and the same prediction and mask as the encoder's."""
-        if len(strings) != prediction.shape[0]:
-            raise ValueError("one string per batch element")
-        context = self._context(prediction, mask)
-        readers = [RansReader(s) for s in strings]
-        size = self.hyper_size(*prediction.shape[-2:])
-        z_hat = torch.cat([self.entropy_z.read(r, size) for r in readers])
-        scales, means = self._entropy_params(z_hat, context)
-        y_hat = torch.cat(
-            [
-                self.entropy_y.read(r, scales[i : i + 1], means[i : i + 1])
-                for i, r in enumerate(readers)
-            ]
-        )
-        for r in readers:
-            r.finish()
-        return self._synthesis(y_hat, prediction, context)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,27 +108,6 @@ class DecodedSequence:
     frames: list[DecodedFrame | None]
     stream: Stream
     errors: dict[int, str] = field(default_factory=dict)
-
-
-_KIND_NAMES = {"I": "I-frame", "P": "P-frame"}
-
-
-def frame_kinds(stream: Stream) -> list[str]:
-    """ "I" or "P" for each frame of a sequence stream (frames are numbered 0..T−1), from the
-    kinds of its sections, corrupt ones included (their header records are intact)."""
-    present: dict[int, set[SectionKind]] = {t: set(k) for t, k in stream.corrupt.items()}
-    for s in stream.sections:
-        present.setdefault(s.frame, set()).add(s.kind)
-    kinds = []
-    for t in range(max(present, default=-1) + 1):
-        have = present.get(t, set())
-        if have & {SectionKind.HYPER, SectionKind.BASE}:
-            kinds.append("I")
-        elif SectionKind.INTER in have:
-            kinds.append("P")
-        else:
-            raise BitstreamError(f"frame {t} is missing from the sequence")
-    return kinds
 
 
 class VideoCodec(nn.Module):
@@ -502,7 +311,7 @@ class VideoCodec(nn.Module):
             prediction, mask = self.predict(reference, motion, (H, W))
             return self.inter.decompress([string], prediction, mask), len(side)
         except BitstreamError as e:
-            raise BitstreamError(f"frame {t} ({_KIND_NAMES[kind]}): {e}") from None
+            raise BitstreamError(f"frame {t} ({KIND_NAMES[kind]}): {e}") from None
 
     @torch.no_grad()
     def decode_sequence(
@@ -533,7 +342,7 @@ class VideoCodec(nn.Module):
             try:
                 if t in stream.corrupt:
                     raise BitstreamError(
-                        f"frame {t} ({_KIND_NAMES[kind]}): a section failed its CRC-32 check "
+                        f"frame {t} ({KIND_NAMES[kind]}): a section failed its CRC-32 check "
                         "(corrupt data)"
                     )
                 features, motion_bytes = self._decode_frame(stream, t, kind, reference, size)

@@ -15,6 +15,7 @@ same tensor, in fp32 and fp16, on the CPU and on CUDA when there is one.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import statistics
 import time
@@ -52,6 +53,15 @@ def ideal_bits(y: Tensor, scales: Tensor, means: Tensor, scale_min: float = 0.11
     return float(-torch.log2(p.clamp_min(1e-300)).sum())
 
 
+def thread_settings() -> dict[str, Any]:
+    """The settings a CPU timing depends on: torch's threads and OpenMP's wait policy (two
+    spinning threads on a busy 2-core machine made an encode 39× slower)."""
+    return {
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+    }
+
+
 def _median_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     result = fn()  # warm-up
     times = []
@@ -63,10 +73,10 @@ def _median_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def bench_entropy(
-    shape: tuple[int, int, int] = (256, 56, 56), repeat: int = 5, threads: int = 1, seed: int = 0
+    shape: tuple[int, int, int] = (256, 56, 56), repeat: int = 5, seed: int = 0
 ) -> dict[str, Any]:
-    """Run the entropy-coding benchmark; returns the JSON-ready results."""
-    torch.set_num_threads(threads)
+    """Run the entropy-coding benchmark with the caller's torch threads (``featcodec bench``
+    pins them); returns the JSON-ready results, the settings among them."""
     y, scales, means = gaussian_latent(shape, seed)
     ideal = ideal_bits(y, scales, means)
     expected = torch.round(y - means) + means
@@ -110,7 +120,7 @@ def bench_entropy(
         "bench": "entropy",
         "shape": list(shape),
         "scale_range": [0.11, 20.0],
-        "threads": threads,
+        **thread_settings(),
         "repeat": repeat,
         "ideal_bytes": ideal / 8,
         "results": results,
@@ -133,7 +143,8 @@ def format_entropy(report: dict[str, Any]) -> str:
     c, h, w = report["shape"]
     lines = [
         f"entropy coding of a {c}×{h}×{w} Gaussian latent, scales log-uniform in [0.11, 20], "
-        f"{report['threads']} thread(s), median of {report['repeat']}",
+        f"{report['threads']} thread(s), OMP_WAIT_POLICY={report['omp_wait_policy']}, "
+        f"median of {report['repeat']}",
         f"ideal −Σlog₂p: {report['ideal_bytes']:,.0f} bytes",
         "",
         f"{'path':<12}{'encode ms':>11}{'decode ms':>11}{'bytes':>11}{'overhead':>10}{'exact':>7}",
@@ -250,7 +261,6 @@ def bench_motion(
     channels: int = 256,
     size: int = 56,
     repeat: int = 5,
-    threads: int = 2,
     devices: Sequence[str] = ("cpu", "cuda"),
     dtypes: Sequence[str] = ("fp32", "fp16"),
     extra_rows: Sequence[dict[str, Any]] = (),
@@ -272,8 +282,8 @@ def bench_motion(
 
     ``tensors_per_s = batch / time``, ``gb_per_s = bytes / time / 1e9``; ``pct_of_copy`` is a
     row's GB/s as a percentage of the copy's on the same device and dtype (the issue's target:
-    GPU warp ≥ 60 %). CPU rows use ``threads`` threads. CUDA rows are skipped, with a note, when
-    CUDA is not available. On the CPU, ``warp`` computes fp16 in float32 (see
+    GPU warp ≥ 60 %). CPU rows use the caller's torch threads. CUDA rows are skipped, with a
+    note, when CUDA is not available. On the CPU, ``warp`` computes fp16 in float32 (see
     ``codec.motion._sample``), while ``grid_sample`` runs in fp16 directly.
 
     ``extra_rows``: HOOK for rows measured elsewhere, kept as given and printed with the rest
@@ -281,7 +291,6 @@ def bench_motion(
     least ``op``, ``device``, ``dtype`` and ``ms``; ``tensors_per_s``, ``gb_per_s``,
     ``bytes`` and ``pct_of_copy`` are optional.
     """
-    torch.set_num_threads(threads)
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     for name in devices:
@@ -300,7 +309,7 @@ def bench_motion(
     return {
         "bench": "motion",
         "shape": [batch, channels, size, size],
-        "threads": threads,
+        **thread_settings(),
         "repeat": repeat,
         "warmup": 2,
         "rows": rows,
@@ -317,7 +326,8 @@ def format_motion_bench(report: dict[str, Any]) -> str:
     b, c, h, w = report["shape"]
     lines = [
         f"warp of {b}×{c}×{h}×{w} tensors (bilinear, float32 flow), {report['threads']} CPU "
-        f"thread(s), median of {report['repeat']} after {report['warmup']} warm-up runs",
+        f"thread(s), OMP_WAIT_POLICY={report['omp_wait_policy']}, median of "
+        f"{report['repeat']} after {report['warmup']} warm-up runs",
         "",
         f"{'device':<8}{'dtype':<6}{'op':<13}{'ms/batch':>10}{'tensors/s':>12}{'GB/s':>9}"
         f"{'% of copy':>11}",
@@ -345,7 +355,7 @@ def bench_pframe(
     decoded, per device (CUDA skipped when absent), fp32.
 
     The model is the default architecture (``scene_resnet10`` split after ``layer2``, stride 8,
-    with its hyperprior base and a default :class:`~codec.video.PFrameCodec`), random weights:
+    with its hyperprior base and a default :class:`~codec.pframe.PFrameCodec`), random weights:
     timing does not depend on training. The frame is ``size × size``; its motion is a known
     affine (metadata: a 5.3 px translation and 1° rotation). ``encode``: front, motion side
     information, warp of the reference, P-frame analysis and entropy coding (also the

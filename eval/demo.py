@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,9 @@ from featcodec.eval.plot import plot_rd, save_figure
 from featcodec.eval.rd import TaskSplit, evaluate_anchor, evaluate_codec
 from featcodec.eval.results import RDRow, software_versions, write_results
 from featcodec.eval.sweep import SceneRun, lambda_sweep
+
+log = logging.getLogger(__name__)
+"""Progress lines (the CLI shows them; a library user configures logging)."""
 
 
 @dataclass
@@ -53,7 +57,6 @@ class DemoConfig(SceneRun):
             "zstd": (6, 4, 3, 2, 1),
         }
     )
-    threads: int | None = None
 
     @classmethod
     def quick(cls, out: str) -> DemoConfig:
@@ -95,15 +98,13 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Train, code and measure; returns what is written to ``<out>/results.json``."""
     start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, verbose=False)
     data = cfg.data()
     timings: dict[str, float] = {}
 
-    print(f"[1/4] training the task network on {cfg.train_size} synthetic scenes", flush=True)
+    log.info(f"[1/4] training the task network on {cfg.train_size} synthetic scenes")
     t0 = time.perf_counter()
     task_ckpt = cfg.task_network(data, root)
     timings["task_training_s"] = time.perf_counter() - t0
@@ -129,7 +130,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     )
     timings["codec_training_s"] = time.perf_counter() - t0
 
-    print(f"[3/4] coding the {cfg.test_size} test scenes through .fcb files", flush=True)
+    log.info(f"[3/4] coding the {cfg.test_size} test scenes through .fcb files")
     test = cfg.test_set()
     t0 = time.perf_counter()
     learned = "learned (hyperprior)"
@@ -149,7 +150,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         )
     timings["coding_s"] = time.perf_counter() - t0
 
-    print("[4/4] coding the same feature tensors with classical anchors", flush=True)
+    log.info("[4/4] coding the same feature tensors with classical anchors")
     t0 = time.perf_counter()
     split = TaskSplit.of_codec(Codec.from_checkpoint(checkpoints[0][1]))
     reference = rd_rows[0].reference["accuracy"]
@@ -159,7 +160,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         reason = anchor.available()
         if reason is not None:
             skipped[name] = reason
-            print(f"      {name} skipped: {reason}", flush=True)
+            log.info(f"      {name} skipped: {reason}")
             continue
         for setting in anchor.settings:
             rd_rows.append(evaluate_anchor(anchor, setting, split, test, reference))

@@ -17,6 +17,7 @@ base), measures every point from real streams, and prints the BD-rates. Results 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -35,6 +36,9 @@ from featcodec.eval.rd import EvalSet, evaluate_codec
 from featcodec.eval.results import RDRow, software_versions, write_results
 from featcodec.eval.sweep import SceneRun, fit_or_reuse, lambda_sweep
 from featcodec.training import EnhancementModule
+
+log = logging.getLogger(__name__)
+"""Progress lines (the CLI shows them; a library user configures logging)."""
 
 
 @dataclass
@@ -117,7 +121,7 @@ def run_scalable(cfg: ScalableConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, verbose=False)
     data = cfg.data()
     if cfg.task_checkpoint is None:
-        print("[1/4] the task network", flush=True)
+        log.info("[1/4] the task network")
         task_ckpt = cfg.task_network(data, root, cfg.resume)
     else:
         task_ckpt = Path(cfg.task_checkpoint)
@@ -147,7 +151,7 @@ def run_scalable(cfg: ScalableConfig) -> dict[str, Any]:
         bases.update({(beta, lmbda): ckpt for lmbda, ckpt in sweep})
 
     test = cfg.test_set()
-    print("[3/4] measuring the base codecs", flush=True)
+    log.info("[3/4] measuring the base codecs")
     rows: list[RDRow] = []
     for (beta, lmbda), ckpt in bases.items():
         codec = Codec.from_checkpoint(ckpt)
@@ -159,7 +163,7 @@ def run_scalable(cfg: ScalableConfig) -> dict[str, Any]:
     for standalone in (False, True):
         kind = "standalone" if standalone else "conditional"
         for lam in cfg.enh_lambdas:
-            print(f"[4/4] enhancement ({kind}), λ_e={lam:g}", flush=True)
+            log.info(f"[4/4] enhancement ({kind}), λ_e={lam:g}")
             ckpt = root / f"enh-{kind}-lambda{lam:g}.ckpt"
             fit_or_reuse(
                 lambda standalone=standalone, lam=lam: EnhancementModule(

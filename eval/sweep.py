@@ -9,6 +9,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ from featcodec.eval.rd import EvalSet, synthetic_eval_set
 from featcodec.training.codec_module import BaseCodecModule
 from featcodec.training.datasets import SyntheticScenesDataModule
 from featcodec.training.task import TaskModule
+
+log = logging.getLogger(__name__)
+"""Progress lines (the CLI shows them; a library user configures logging)."""
 
 
 @dataclass
@@ -127,7 +131,7 @@ def fit_or_reuse(
     checkpoint already there when its hyper-parameters match. Returns whether it trained."""
     module = build()
     if resume and reusable(ckpt, module, data, epochs):
-        print(f"      reusing {ckpt}", flush=True)
+        log.info(f"      reusing {ckpt}")
         return False
     fit = trainer(ckpt.stem, epochs, root, progress)
     fit.fit(module, data)
@@ -157,7 +161,7 @@ def lambda_sweep(
     previous: Path | None = None
     ordered = sorted(lambdas, reverse=True)
     for i, lmbda in enumerate(ordered):
-        print(f"{label}base codec {i + 1}/{len(ordered)}, λ={lmbda:g}", flush=True)
+        log.info(f"{label}base codec {i + 1}/{len(ordered)}, λ={lmbda:g}")
         ckpt = root / f"{prefix}-lambda{lmbda:g}.ckpt"
         init = str(previous) if previous else None
         fit_or_reuse(

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-
-import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from featcodec.codec.bitstream import MAX_INPUT_PIXELS
 from featcodec.codec.errors import InputError
+from featcodec.codec.files import IMAGE_SUFFIXES, TENSOR_SUFFIXES, VIDEO_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"})
-TENSOR_SUFFIXES = frozenset({".pt", ".npy"})
-STREAM_SUFFIXES = frozenset({".fcb"})
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"})
+if TYPE_CHECKING:  # imported where used: collecting files and `featcodec info` need neither
+    from torch import Tensor
+
 MAX_FRAMES = 1 << 16
 
 
@@ -61,6 +57,10 @@ def refuse_existing(targets: list[Path], overwrite: bool) -> None:
 def load_image(path: Path) -> Tensor:
     """RGB image ``(3, H, W)`` float32 in [0, 1]; images over
     :data:`~codec.bitstream.MAX_INPUT_PIXELS` are refused before they are decoded."""
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -81,6 +81,9 @@ def load_image(path: Path) -> Tensor:
 
 def load_tensor(path: Path) -> Tensor:
     """A feature tensor from ``.pt`` (a saved tensor) or ``.npy`` (a numeric array)."""
+    import numpy as np
+    import torch
+
     try:
         if path.suffix.lower() == ".npy":
             value = np.load(path, allow_pickle=False)
@@ -93,7 +96,7 @@ def load_tensor(path: Path) -> Tensor:
     except Exception as e:  # noqa: BLE001 - any failure to deserialize is a bad input file
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise InputError(f"{path}: cannot read as a tensor ({reason})") from None
-    if not isinstance(value, Tensor):
+    if not isinstance(value, torch.Tensor):
         raise InputError(f"{path}: holds a {type(value).__name__}, expected a tensor")
     return value
 
@@ -108,6 +111,9 @@ def load_input(path: Path) -> tuple[str, Tensor]:
 def to_png(image: Tensor) -> bytes:
     """PNG bytes of an image ``(3, H, W)`` with values in [0, 1] (clamped), or of a ``uint8``
     map ``(1, H, W)`` (a class mask) as an 8-bit grey PNG of its values."""
+    import torch
+    from PIL import Image
+
     if image.dtype == torch.uint8:
         array = image[0].cpu().numpy()
     else:
@@ -119,6 +125,8 @@ def to_png(image: Tensor) -> bytes:
 
 
 def _same_size(frames: list[Tensor], names: list[str]) -> Tensor:
+    import torch
+
     for name, frame in zip(names, frames, strict=True):
         if frame.shape != frames[0].shape:
             h0, w0 = frames[0].shape[-2:]
@@ -133,6 +141,8 @@ def _same_size(frames: list[Tensor], names: list[str]) -> Tensor:
 def load_video(path: Path) -> Tensor:
     """Every frame of a video file (OpenCV's FFmpeg reader) as ``(T, 3, H, W)`` in [0, 1]."""
     import cv2
+    import numpy as np
+    import torch
 
     capture = cv2.VideoCapture(str(path))
     try:

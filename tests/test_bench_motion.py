@@ -67,6 +67,6 @@ def test_bad_sizes_and_devices_are_one_line(capsys) -> None:
 @pytest.mark.cuda
 def test_cuda_bench_rows(tmp_path: Path) -> None:
     extra = bench_pframe(["cuda"], size=32, repeat=1)
-    report = bench_motion(2, 8, 12, repeat=1, threads=2, devices=["cuda"], extra_rows=extra)
+    report = bench_motion(2, 8, 12, repeat=1, devices=["cuda"], extra_rows=extra)
     assert report["skipped"] == [] and report["cuda_device"]
     check_rows(report["rows"], "cuda")

@@ -49,9 +49,19 @@ def _uv() -> str:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # built from a clean copy of the sources: a build/ folder left by an earlier build would
+    # slip its stale files into the wheel
+    source = tmp_path_factory.mktemp("source") / "featcodec"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "runs", "*.egg-info", "__pycache__", "*.so"
+        ),
+    )
     out = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [_uv(), "build", "--wheel", "--quiet", "--out-dir", str(out), str(REPO)],
+        [_uv(), "build", "--wheel", "--quiet", "--out-dir", str(out), str(source)],
         check=True,
         capture_output=True,
         timeout=600,
@@ -67,8 +77,12 @@ def test_the_wheel_holds_only_featcodec(wheel: Path) -> None:
         names = z.namelist()
     name, version = wheel.name.split("-")[:2]
     assert tops == {"featcodec", f"{name}-{version}.dist-info"}
-    for sub in ("codec", "models", "training", "eval", "training/datasets"):
-        assert f"featcodec/{sub}/__init__.py" in names
+    # every package of the sources is in the wheel, under featcodec
+    for root in ("featcodec", "codec", "models", "training", "eval"):
+        for init in (REPO / root).rglob("__init__.py"):
+            inside = init.relative_to(REPO).as_posix()
+            wanted = inside if root == "featcodec" else f"featcodec/{inside}"
+            assert wanted in names, f"{inside} is not packaged (pyproject.toml packages)"
     assert any(n.startswith("featcodec/codec/_rans") and n.endswith(".so") for n in names)
 
 
@@ -149,3 +163,19 @@ def test_an_installed_wheel_works_beside_a_user_models_package(
     )
     assert cli.returncode == 0, cli.stderr[-2000:]
     assert (user / "out" / "in.fcb").is_file()
+
+
+def test_library_code_neither_prints_nor_sets_process_state() -> None:
+    """Only the command (featcodec/cli) prints, pins threads or sets process-wide state; the
+    library logs (logging.getLogger(__name__)) and leaves threads and the umask alone."""
+    banned = {"print", "set_num_threads", "umask", "set_flush_denormal", "filterwarnings"}
+    found = []
+    for root in ("codec", "models", "training", "eval"):
+        for path in (REPO / root).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call):
+                    f = node.func
+                    name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
+                    if name in banned:
+                        found.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+    assert not found, found

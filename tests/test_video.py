@@ -14,7 +14,9 @@ from featcodec.cli import main
 from featcodec.codec.bitstream import Section, SectionKind, Stream, pack, split_prefixed, unpack
 from featcodec.codec.errors import BitstreamError, InputError
 from featcodec.codec.facade import Codec, default_arch
-from featcodec.codec.video import PFrameCodec, VideoCodec, frame_kinds
+from featcodec.codec.pframe import PFrameCodec
+from featcodec.codec.sequence import frame_kinds
+from featcodec.codec.video import VideoCodec
 from featcodec.eval.video import bytes_at_metric
 from featcodec.training.datasets import SyntheticClipsDataModule, SyntheticScenes, render_clip
 from featcodec.training.pframe_module import PFrameModule

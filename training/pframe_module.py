@@ -43,7 +43,7 @@ def frame_batch(batch: dict[str, Any], t: int) -> dict[str, Any]:
 
 
 class PFrameModule(TrainsInTrainMode, pl.LightningModule):
-    """Train :class:`~codec.video.PFrameCodec` behind a frozen intra codec.
+    """Train :class:`~codec.pframe.PFrameCodec` behind a frozen intra codec.
 
     Args:
         base_checkpoint: the intra codec (a ``BaseCodecModule`` checkpoint).

@@ -18,12 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from featcodec.codec.errors import InputError
-
-IMAGE_SUFFIXES: frozenset[str] = frozenset(IMG_EXTENSIONS)
-"""Suffixes (lower case, with the dot) of the files taken as images."""
+from featcodec.codec.files import IMAGE_SUFFIXES
 
 _DIGITS = re.compile(r"(\d+)")
 

@@ -1,27 +1,26 @@
-"""``featcodec eval rd | bd | motion | video``, ``plot rd``: evaluation from the command line.
+"""``featcodec eval rd | bd | motion | video``: evaluation from the command line.
 
 featcodec eval rd RUN_DIR|CKPT ... [--anchors x265-12bit jpeg zstd] -o runs/eval/rd.json
 featcodec eval bd rd.json --anchor x265-12bit
 featcodec eval motion [--image IMG] [--weights DEFAULT] --out runs/motion
 featcodec eval video pframe.ckpt [--motion flow|dis-flow|...] -o runs/video/video.json
-featcodec plot rd rd.json [more.json ...] --anchor x265-12bit -o rd.png
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from featcodec.cli.common import set_threads, threads_arg
 from featcodec.codec.errors import InputError
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register the ``eval`` and ``plot`` commands."""
+def add_parser(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser("eval", help="RD points from real bitstreams, BD-rates, latent motion")
     ev_sub = ev.add_subparsers(dest="what", required=True, metavar="WHAT")
 
@@ -53,12 +52,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("-o", "--out", default="runs/eval/rd.json", help="results JSON (+ .csv)")
     rd.add_argument("--tensorboard", help="also log the RD figure to this TensorBoard folder")
     rd.add_argument("--device", default="cpu")
-    rd.add_argument("--threads", type=int, help="torch CPU threads")
+    threads_arg(rd)
     rd.add_argument("--overwrite", action="store_true", help="replace existing results")
     rd.set_defaults(func=eval_rd)
 
     bd = ev_sub.add_parser("bd", help="BD-rate of every codec against a named anchor")
-    _curve_args(bd)
+    curve_args(bd)
     bd.add_argument("--anchor", required=True, help="the reference curve's codec name")
     bd.add_argument("--method", default="akima", choices=["akima", "pchip"])
     bd.set_defaults(func=eval_bd)
@@ -78,7 +77,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mo.add_argument("--batch-size", type=int, default=32)
     mo.add_argument("--out", default="runs/motion", help="folder for motion.json, motion.png")
     mo.add_argument("--device", default="cpu")
-    mo.add_argument("--threads", type=int, help="torch CPU threads")
+    threads_arg(mo)
     mo.add_argument("--overwrite", action="store_true", help="replace existing results")
     mo.set_defaults(func=eval_motion)
 
@@ -114,48 +113,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     vi.add_argument("--seed", type=int, default=0)
     vi.add_argument("-o", "--out", default="runs/video/video.json", help="results JSON")
     vi.add_argument("--device", default="cpu")
-    vi.add_argument("--threads", type=int, help="torch CPU threads")
+    threads_arg(vi)
     vi.add_argument("--overwrite", action="store_true", help="replace existing results")
     vi.set_defaults(func=eval_video)
 
-    ex = sub.add_parser("experiment", help="experiments from the papers, trained and measured")
-    ex_sub = ex.add_subparsers(dest="what", required=True, metavar="WHAT")
-    sc = ex_sub.add_parser("scalable", help="the scalable-coding paper's two claims")
-    sc.add_argument("--out", default="runs/scalable", help="run folder")
-    sc.add_argument("--quick", action="store_true", help="a tiny run that takes seconds")
-    sc.add_argument("--task-checkpoint", help="reuse a trained task network (e.g. the demo's)")
-    sc.add_argument("--threads", type=int, help="torch CPU threads")
-    sc.add_argument(
-        "--resume",
-        action="store_true",
-        help="keep checkpoints already in the run folder that were trained the same way",
-    )
-    sc.add_argument("--betas", type=_floats, help="β of the base codecs, 0 among them")
-    sc.add_argument("--lambdas", type=_floats, help="λ of the base codecs")
-    sc.add_argument("--base-beta", type=float, help="β of the base under the enhancement")
-    sc.add_argument("--enh-lambdas", type=_floats, help="λ_e of the enhancement layers")
-    sc.add_argument("--enh-epochs", type=int, help="epochs of each enhancement layer")
-    sc.set_defaults(func=experiment_scalable)
 
-    pl = sub.add_parser("plot", help="draw figures from results files")
-    pl_sub = pl.add_subparsers(dest="what", required=True, metavar="WHAT")
-    prd = pl_sub.add_parser("rd", help="RD curves (PNG, PDF or SVG)")
-    _curve_args(prd)
-    prd.add_argument("-o", "--out", required=True, help="figure file: .png, .pdf or .svg")
-    prd.add_argument("--anchor", help="add a table of BD-rates against this codec")
-    prd.add_argument("--method", default="akima", choices=["akima", "pchip"])
-    prd.add_argument("--title")
-    prd.add_argument("--linear", action="store_true", help="linear rate axis (default: log)")
-    prd.set_defaults(func=plot_rd)
-
-
-def _curve_args(p: argparse.ArgumentParser) -> None:
+def curve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", help="results files of featcodec eval rd")
     p.add_argument("--metric", help="task metric (default: the results' own)")
     p.add_argument("--rate", default="bpp", choices=["bpp", "bits_per_element"])
 
 
-def _load(args: argparse.Namespace) -> tuple[list[Any], str, list[Any], float | None]:
+def load_curves(args: argparse.Namespace) -> tuple[list[Any], str, list[Any], float | None]:
     from featcodec.eval.results import curves, load_results
 
     results = [load_results(p) for p in args.results]
@@ -166,7 +135,7 @@ def _load(args: argparse.Namespace) -> tuple[list[Any], str, list[Any], float | 
     return results, metric, found, (sum(refs) / len(refs) if refs else None)
 
 
-def _bd(found: list[Any], anchor: str, metric: str, method: str) -> list[Any]:
+def bd_rows(found: list[Any], anchor: str, metric: str, method: str) -> list[Any]:
     from featcodec.eval.bd import bd_table
     from featcodec.eval.metrics import higher_is_better
 
@@ -176,49 +145,8 @@ def _bd(found: list[Any], anchor: str, metric: str, method: str) -> list[Any]:
     return bd_table(found, anchor, method, higher_is_better(metric))
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    """``0,0.001,0.01`` → a tuple of floats (argparse type)."""
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        msg = f"expected numbers separated by commas: {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
-def experiment_scalable(args: argparse.Namespace) -> int:
-    import logging
-
-    import torch
-
-    from featcodec.eval.scalable import ScalableConfig, format_claims, run_scalable
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    cfg = ScalableConfig.quick(args.out) if args.quick else ScalableConfig(out=args.out)
-    given = {
-        "task_checkpoint": args.task_checkpoint,
-        "resume": args.resume or None,
-        "betas": args.betas,
-        "lambdas": args.lambdas,
-        "base_beta": args.base_beta,
-        "enh_lambdas": args.enh_lambdas,
-        "enh_epochs": args.enh_epochs,
-    }
-    try:
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if v is not None})
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    results = run_scalable(cfg)
-    print()
-    print(format_claims(results))
-    print(f"\nrun folder: {args.out} (scalable.json, rd.json); {results['total_s'] / 60:.1f} min")
-    return 0
-
-
 def eval_motion(args: argparse.Namespace) -> int:
-    import torch
-
+    from featcodec.api import check_device
     from featcodec.codec.files import atomic_write
     from featcodec.eval.motion import MotionConfig, run_motion
     from featcodec.eval.motion_report import (
@@ -230,10 +158,8 @@ def eval_motion(args: argparse.Namespace) -> int:
     )
     from featcodec.inputs import refuse_existing
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {args.device} requested but CUDA is not available")
+    set_threads(args.threads)
+    check_device(args.device)
     json_path, png_path = output_paths(args.out)
     refuse_existing([json_path, png_path], args.overwrite)
     cfg = MotionConfig(
@@ -260,24 +186,19 @@ def eval_motion(args: argparse.Namespace) -> int:
 
 
 def eval_video(args: argparse.Namespace) -> int:
-    import json
-
-    import torch
-
+    from featcodec.api import check_device
     from featcodec.codec.files import atomic_write
     from featcodec.codec.video import VideoCodec
     from featcodec.eval.video import evaluate_video, format_video
     from featcodec.inputs import refuse_existing
     from featcodec.training.datasets import SyntheticClips
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if min(args.clips, args.image_size, args.intra_period) < 1 or args.frames < 2:
         raise InputError("--clips, --image-size, --intra-period must be ≥ 1 and --frames ≥ 2")
     out = Path(args.out)
     refuse_existing([out], args.overwrite)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {args.device} requested but CUDA is not available")
+    check_device(args.device)
     codecs = [VideoCodec.from_checkpoint(c).to(args.device) for c in args.checkpoints]
     clips = SyntheticClips(
         "test",
@@ -307,38 +228,23 @@ def eval_video(args: argparse.Namespace) -> int:
 def eval_bd(args: argparse.Namespace) -> int:
     from featcodec.eval.bd import format_bd
 
-    _, metric, found, _ = _load(args)
-    print(format_bd(_bd(found, args.anchor, metric, args.method), metric))
-    return 0
-
-
-def plot_rd(args: argparse.Namespace) -> int:
-    from featcodec.eval.plot import FORMATS, plot_rd, save_figure
-
-    if Path(args.out).suffix.lower() not in FORMATS:
-        raise InputError(f"{args.out}: unsupported figure format (use {', '.join(FORMATS)})")
-    _, metric, found, reference = _load(args)
-    bd = _bd(found, args.anchor, metric, args.method) if args.anchor else None
-    fig = plot_rd(found, metric, args.rate, args.title, reference, bd=bd, log_rate=not args.linear)
-    print(f"wrote {save_figure(fig, args.out)}")
+    _, metric, found, _ = load_curves(args)
+    print(format_bd(bd_rows(found, args.anchor, metric, args.method), metric))
     return 0
 
 
 def eval_rd(args: argparse.Namespace) -> int:
-    import torch
-
+    from featcodec.api import check_device
     from featcodec.eval.anchors import ANCHORS, build_anchor
     from featcodec.eval.metrics import task_of
     from featcodec.eval.rd import TaskSplit, find_checkpoints, synthetic_eval_set
     from featcodec.eval.results import write_results
     from featcodec.inputs import refuse_existing
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if not args.checkpoints and not args.task_checkpoint:
         raise InputError("give codec checkpoints or run folders, or --task-checkpoint for anchors")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {args.device} requested but CUDA is not available")
+    check_device(args.device)
     if args.batch_size < 1:
         raise InputError("--batch-size must be positive")
     names = list(ANCHORS) if args.anchors == ["all"] else args.anchors

@@ -1,0 +1,184 @@
+"""The P-frame codec: a feature tensor ``F_t`` coded given its motion-compensated prediction
+``F̃_t`` (:mod:`codec.motion`), the inter half of :mod:`codec.video`::
+
+    F_t ─ g_a(F_t, c(F̃_t, mask)) ─▶ Y ─ h_a ─▶ Z ─▶ [factorized] ─▶ Ẑ
+    (μ, σ) = e(h_s(Ẑ), c(F̃_t, mask)) ─▶ [Gaussian] ─▶ Ŷ
+    F̂_t = F̃_t + g_s(Ŷ, c'(F̃_t, mask))
+
+``conditional=True`` (the default): the prediction and its validity mask condition the
+analysis, the entropy parameters and the synthesis, the way the enhancement layer conditions
+on the base (:mod:`codec.enhancement`); ``conditional=False``: the residual ``F_t − F̃_t`` is
+coded with a plain hyperprior and added back. ``Ẑ`` and ``Ŷ`` of a frame share one rANS
+string (:class:`codec.entropy.RansWriter`): one flush instead of two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from featcodec.codec.base import StridedStages, ste_round
+from featcodec.codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
+from featcodec.codec.registry import register_codec
+from featcodec.models.blocks import ResidualBottleneck, conv, deconv
+
+
+@dataclass
+class PFrameOutput:
+    """Training pass: the reconstruction ``F̂_t`` and the latents' likelihoods."""
+
+    features_hat: Tensor
+    likelihoods: dict[str, Tensor]
+
+
+@dataclass
+class PFrameCode:
+    """One rANS string per batch element holding ``Ẑ`` then ``Ŷ``, and the reconstruction
+    the decoder will compute (the next frame's reference)."""
+
+    strings: list[bytes]
+    features_hat: Tensor
+
+
+def _down(in_channels: int, out_channels: int, stages: int) -> nn.Sequential:
+    layers: list[nn.Module] = [conv(in_channels, out_channels, 3, 1)]
+    for _ in range(stages):
+        layers += [nn.ReLU(inplace=True), conv(out_channels, out_channels)]
+    return nn.Sequential(*layers)
+
+
+@register_codec("pframe")
+class PFrameCodec(StridedStages, nn.Module):
+    """Codes a feature tensor ``F_t`` given its motion-compensated prediction ``F̃_t``.
+
+    Args:
+        channels: channels ``C`` of the feature tensor.
+        N: width of the transforms and channels of ``Z``.
+        M: channels of the latent ``Y``.
+        downsample: stride-2 stages of ``g_a`` (the latent is ``2^downsample`` coarser).
+        hyper_downsample: stride-2 stages of ``h_a``.
+        conditional: condition on the prediction (analysis, entropy parameters, synthesis);
+            ``False`` codes the residual ``F_t − F̃_t`` with a plain hyperprior.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        N: int = 64,
+        M: int = 64,
+        downsample: int = 1,
+        hyper_downsample: int = 1,
+        conditional: bool = True,
+    ) -> None:
+        super().__init__()
+        if min(channels, N, M) < 1 or downsample < 0 or hyper_downsample < 0:
+            raise ValueError("PFrameCodec: channels must be ≥ 1 and stage counts ≥ 0")
+        self.conditional = conditional
+        self.downsample, self.hyper_downsample = downsample, hyper_downsample
+        context = channels + 1  # the prediction and its validity mask
+        g_a: list[nn.Module] = [conv(channels + (context if conditional else 0), N, 3, 1)]
+        g_a.append(ResidualBottleneck(N))
+        g_s: list[nn.Module] = [conv(M, N, 3, 1), ResidualBottleneck(N)]
+        for _ in range(downsample):
+            g_a += [conv(N, N), ResidualBottleneck(N)]
+            g_s += [deconv(N, N), ResidualBottleneck(N)]
+        g_a.append(conv(N, M, 3, 1))
+        self.g_a, self.g_s = nn.Sequential(*g_a), nn.Sequential(*g_s)
+        out = [conv(N + (context if conditional else 0), N, 3, 1), ResidualBottleneck(N)]
+        self.g_out = nn.Sequential(*out, conv(N, channels, 3, 1))
+        nn.init.zeros_(self.g_out[-1].weight)  # start as F̂ = F̃: the prediction as it is
+        nn.init.zeros_(self.g_out[-1].bias)
+        h_a: list[nn.Module] = [conv(M, N, 3, 1)]
+        h_s: list[nn.Module] = []
+        for _ in range(hyper_downsample):
+            h_a += [nn.ReLU(inplace=True), conv(N, N)]
+            h_s += [deconv(N, N), nn.ReLU(inplace=True)]
+        self.h_a, self.h_s = nn.Sequential(*h_a), nn.Sequential(*h_s, conv(N, N, 3, 1))
+        self.context_params = _down(context, N, downsample) if conditional else None
+        self.params = nn.Sequential(
+            conv((2 if conditional else 1) * N, 2 * M, 1, 1),
+            nn.ReLU(inplace=True),
+            conv(2 * M, 2 * M, 1, 1),
+        )
+        self.entropy_z = FactorizedCoder(N)
+        self.entropy_y = GaussianCoder()
+
+    @staticmethod
+    def _context(prediction: Tensor, mask: Tensor) -> Tensor:
+        return torch.cat([prediction, mask.to(prediction.dtype)], 1)
+
+    def _analysis(self, f: Tensor, prediction: Tensor, context: Tensor) -> Tensor:
+        x = torch.cat([f, context], 1) if self.conditional else f - prediction
+        return self.g_a(self._pad(x))
+
+    def _entropy_params(self, z_hat: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        hyper = self.h_s(z_hat)
+        if self.context_params is not None:
+            hyper = torch.cat([hyper, self.context_params(self._pad(context))], 1)
+        scales, means = self.params(hyper).chunk(2, 1)
+        return scales, means
+
+    def _synthesis(self, y_hat: Tensor, prediction: Tensor, context: Tensor) -> Tensor:
+        h, w = prediction.shape[-2:]
+        x = self.g_s(y_hat)[..., :h, :w]
+        if self.conditional:
+            x = torch.cat([x, context], 1)
+        return prediction + self.g_out(x)
+
+    def forward(self, f: Tensor, prediction: Tensor, mask: Tensor) -> PFrameOutput:
+        """Training pass on features ``f``, the prediction and its mask (B, 1, h, w)."""
+        context = self._context(prediction, mask)
+        y = self._analysis(f, prediction, context)
+        z = self.h_a(y)
+        _, z_likelihoods = self.entropy_z(z)
+        medians = self.entropy_z._get_medians().reshape(1, -1, 1, 1)
+        z_hat = ste_round(z - medians) + medians
+        scales, means = self._entropy_params(z_hat, context)
+        _, y_likelihoods = self.entropy_y(y, scales, means)
+        y_hat = ste_round(y - means) + means
+        f_hat = self._synthesis(y_hat, prediction, context)
+        return PFrameOutput(f_hat, {"y": y_likelihoods, "z": z_likelihoods})
+
+    def aux_loss(self) -> Tensor:
+        return self.entropy_z.loss()
+
+    @torch.no_grad()
+    def compress(self, f: Tensor, prediction: Tensor, mask: Tensor) -> PFrameCode:
+        """Entropy-code ``f`` (B, C, h, w) given the prediction, ``Ẑ`` and ``Ŷ`` of each element
+        in one rANS string (one flush); also returns ``F̂``."""
+        context = self._context(prediction, mask)
+        y = self._analysis(f, prediction, context)
+        z = self.h_a(y)
+        writers = [RansWriter() for _ in range(f.shape[0])]
+        z_hat = torch.cat([self.entropy_z.write(w, z[i : i + 1]) for i, w in enumerate(writers)])
+        scales, means = self._entropy_params(z_hat, context)
+        y_hat = torch.cat(
+            [
+                self.entropy_y.write(w, y[i : i + 1], scales[i : i + 1], means[i : i + 1])
+                for i, w in enumerate(writers)
+            ]
+        )
+        strings = [w.flush() for w in writers]
+        return PFrameCode(strings, self._synthesis(y_hat, prediction, context))
+
+    @torch.no_grad()
+    def decompress(self, strings: list[bytes], prediction: Tensor, mask: Tensor) -> Tensor:
+        """``F̂`` from the strings and the same prediction and mask as the encoder's."""
+        if len(strings) != prediction.shape[0]:
+            raise ValueError("one string per batch element")
+        context = self._context(prediction, mask)
+        readers = [RansReader(s) for s in strings]
+        size = self.hyper_size(*prediction.shape[-2:])
+        z_hat = torch.cat([self.entropy_z.read(r, size) for r in readers])
+        scales, means = self._entropy_params(z_hat, context)
+        y_hat = torch.cat(
+            [
+                self.entropy_y.read(r, scales[i : i + 1], means[i : i + 1])
+                for i, r in enumerate(readers)
+            ]
+        )
+        for r in readers:
+            r.finish()
+        return self._synthesis(y_hat, prediction, context)

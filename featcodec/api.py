@@ -1,0 +1,88 @@
+"""The public API behind ``import featcodec``: load any codec checkpoint, build codecs and
+task networks by name.
+
+::
+
+    codec = featcodec.load("runs/quickstart/checkpoints/last.ckpt")   # Codec or VideoCodec
+    data = codec.encode(image)             # (3, H, W) in [0, 1] -> .fcb bytes
+    decoded = codec.decode(data)           # .features (1, C, h, w), .output, ...
+
+    featcodec.list_codecs()                # ['enhancement', 'hyperprior', 'pframe']
+    base = featcodec.get_codec("hyperprior", in_channels=128, N=64, M=64)
+
+Names follow torchvision's ``get_model``/``list_models``: a builder per name, configured by
+keyword arguments, fresh (untrained) weights.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from featcodec.codec.errors import CheckpointError, InputError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from featcodec.codec.facade import Codec
+    from featcodec.codec.video import VideoCodec
+
+
+def check_device(device: str) -> Any:
+    """``device`` as a :class:`torch.device` this process can use, or :class:`InputError`
+    naming what is wrong with it (an unknown name, CUDA without a GPU)."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"unknown device {device!r} (cpu, cuda, cuda:1, ...)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device} requested but CUDA is not available")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise InputError(f"device {device}: this machine has {count} GPU(s)")
+    elif parsed.type != "cpu":
+        raise InputError(f"device {device!r}: featcodec runs on cpu or cuda")
+    return parsed
+
+
+def load(path: str | os.PathLike[str], device: str = "cpu") -> Codec | VideoCodec:
+    """The codec of a featcodec checkpoint, image (:class:`~featcodec.codec.facade.Codec`) or
+    video (:class:`~featcodec.codec.video.VideoCodec`), in eval mode on ``device``.
+
+    The checkpoint is read once, weights-only, and validated; any problem raises
+    :class:`~featcodec.CheckpointError` naming the file.
+    """
+    if not os.path.isfile(path):  # before anything heavy is imported
+        raise CheckpointError(f"checkpoint not found: {path}")
+    from featcodec.codec.facade import Codec, load_checkpoint, rebuild
+
+    target = check_device(device)
+    ckpt = load_checkpoint(path, kind=("codec", "video"))
+    build = Codec.build
+    if ckpt["featcodec"]["kind"] == "video":  # imported only here: it brings OpenCV
+        from featcodec.codec.video import VideoCodec
+
+        build = VideoCodec.build
+    return rebuild(path, ckpt, build).to(target)
+
+
+def list_codecs() -> list[str]:
+    """Names :func:`get_codec` builds."""
+    from featcodec.codec.registry import codec_names
+
+    return codec_names()
+
+
+def get_codec(name: str, **config: Any) -> nn.Module:
+    """A codec network with fresh weights by registered ``name`` (:func:`list_codecs`) and its
+    architecture ``config`` (keyword arguments of its class); :class:`InputError` for an
+    unknown name or argument."""
+    from featcodec.codec.registry import build_codec
+
+    try:
+        return build_codec(name, **config)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"get_codec({name!r}): {e}") from None
