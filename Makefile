@@ -4,13 +4,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean ffmpeg
+.PHONY: demo test test-fast lint bench clean ffmpeg
 
 demo: $(STAMP) ffmpeg
 	$(BIN)/featcodec demo
 
 test: $(STAMP) ffmpeg
 	$(BIN)/python -m pytest
+
+# everything but the tests marked slow (training runs of tens of seconds, the wheel install)
+test-fast: $(STAMP) ffmpeg
+	$(BIN)/python -m pytest -m "not slow"
 
 # the x265 anchor needs ffmpeg; installed with apt-get where missing (a warning if impossible)
 ffmpeg:

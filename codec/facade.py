@@ -44,7 +44,7 @@ from featcodec.codec.errors import BitstreamError, CheckpointError, InputError
 from featcodec.codec.files import atomic_path
 from featcodec.codec.registry import build_codec
 from featcodec.models.backbones import Normalize, Split
-from featcodec.models.heads import build_task_model, split_task_model, task_of
+from featcodec.models.tasks import task_of
 
 CHECKPOINT_FORMAT = 1
 
@@ -146,14 +146,11 @@ class Codec(nn.Module):
     @classmethod
     def build(cls, arch: dict[str, Any], weights: str | None = None) -> Codec:
         """A codec with fresh weights (the task network's from ``weights`` if given)."""
-        model = build_task_model(
-            task_of(arch),
-            arch["backbone"],
-            weights,
-            arch["num_classes"],
-            **arch.get("task_options", {}),
+        task = task_of(arch)
+        model = task.build(
+            arch["backbone"], weights, arch["num_classes"], **arch.get("task_options", {})
         )
-        return cls.from_split(arch, split_task_model(model, arch["split_at"], arch["backbone"]))
+        return cls.from_split(arch, task.split(model, arch["split_at"], arch["backbone"]))
 
     def _apply(self, fn: Any, recurse: bool = True) -> Codec:
         self._tensors = self._fingerprint = None  # .to()/.half() may replace tensors

@@ -32,10 +32,10 @@ from featcodec.codec.errors import CheckpointError, InputError
 from featcodec.codec.facade import Codec, load_checkpoint, weights_digest
 from featcodec.codec.files import atomic_write
 from featcodec.eval.anchors import Anchor
-from featcodec.eval.metrics import METRICS, PSNR, task_metric, task_of
+from featcodec.eval.metrics import PSNR
 from featcodec.eval.results import RDRow
 from featcodec.models.backbones import Normalize
-from featcodec.models.heads import split_task_model
+from featcodec.models.tasks import task_of
 from featcodec.training.task import load_task_network
 
 
@@ -106,10 +106,11 @@ class TaskSplit(nn.Module):
     def from_task_checkpoint(cls, path: str | os.PathLike[str], split_at: str) -> TaskSplit:
         """The network of a task checkpoint (``featcodec train --config configs/tasknet.yaml``)."""
         arch = dict(load_checkpoint(path, kind="task")["featcodec"]["arch"])
+        task = task_of(arch)
         net = load_task_network(
-            path, arch["backbone"], arch["num_classes"], task_of(arch), arch.get("task_options")
+            path, arch["backbone"], arch["num_classes"], task.name, arch.get("task_options")
         )
-        split = split_task_model(net, split_at, arch["backbone"])
+        split = task.split(net, split_at, arch["backbone"])
         arch["split_at"] = split_at
         return cls(arch, Normalize(), split.front, split.back)
 
@@ -122,29 +123,17 @@ class TaskSplit(nn.Module):
         return weights_digest(None, {**self.front.state_dict(), **self.back.state_dict()}).hex()
 
 
-TARGETS: dict[str, tuple[str, ...]] = {
-    "classification": ("label",),
-    "segmentation": ("mask",),
-    "depth": ("depth",),
-    "keypoints": ("keypoints", "boxes"),
-    "detection": ("boxes", "box_labels"),
-}
-"""The ground truth each task's metric reads from a dataset item."""
-
-
 def check_fits(arch: dict[str, Any], data: EvalSet, source: str) -> None:
     """Refuse a network whose task the dataset has no ground truth for, or whose classes do
     not match the dataset's."""
     task = task_of(arch)
-    missing = [k for k in TARGETS.get(task, ()) if k not in data.items[0]]
-    if task not in METRICS or missing:
+    missing = [k for k in task.targets if k not in data.items[0]]
+    if missing:
         raise InputError(
-            f"{source}: task {task!r} cannot be evaluated on {data.info['name']}"
-            + (f" (its items have no {', '.join(missing)})" if missing else "")
+            f"{source}: task {task.name!r} cannot be evaluated on {data.info['name']}"
+            f" (its items have no {', '.join(missing)})"
         )
-    if task in ("classification", "segmentation", "detection") and (
-        arch.get("num_classes") != data.num_classes
-    ):
+    if task.classes_in_data and arch.get("num_classes") != data.num_classes:
         raise InputError(
             f"{source} predicts {arch.get('num_classes')} classes, but {data.info['name']} has "
             f"{data.num_classes}"
@@ -163,18 +152,19 @@ def _psnr_images(split: nn.Module, f_hat: Tensor) -> Tensor | None:
 @torch.no_grad()
 def reference_metrics(split: TaskSplit | Codec, data: EvalSet, batch_size: int = 64) -> float:
     """The task metric of the uncompressed network on ``data``."""
-    metric = task_metric(task_of(split.arch))
+    metric = task_of(split.arch).metric(split.arch["num_classes"])
     for batch in data.batches(batch_size):
         x = batch["image"].to(_device(split))
         metric.update(split.back(split.features(x)), batch)
-    return metric.compute()
+    return float(metric.compute())
 
 
 class _Tally:
     """What a point accumulates over a split: bytes, pixels, elements, times, metrics."""
 
     def __init__(self, arch: dict[str, Any]) -> None:
-        self.metric = task_metric(task_of(arch))
+        self.task = task_of(arch)
+        self.metric = self.task.metric(arch["num_classes"])
         self.psnr = PSNR()
         self.images = self.bytes = self.pixels = self.elements = 0
         self.t_enc = self.t_dec = 0.0
@@ -205,7 +195,7 @@ class _Tally:
 
     def row(self, reference: float, **fields: Any) -> RDRow:
         n = self.images
-        metrics = {self.metric.name: self.metric.compute()}
+        metrics = {self.task.metric_name: float(self.metric.compute())}
         if self.psnr.count:
             metrics["psnr"] = self.psnr.compute()
         return RDRow(
@@ -214,7 +204,7 @@ class _Tally:
             bpp=8 * self.bytes / self.pixels,
             bits_per_element=8 * self.bytes / self.elements,
             metrics=metrics,
-            reference={self.metric.name: reference},
+            reference={self.task.metric_name: reference},
             psnr=metrics.get("psnr"),
             encode_ms=1e3 * self.t_enc / n,
             decode_ms=1e3 * self.t_dec / n,
@@ -382,7 +372,7 @@ def find_checkpoints(
                 notes.append(f"skipped {f}: same weights as {found[key].path}")
                 continue
             name = curve or meta["arch"]["codec"]["name"]
-            found[key] = CodecPoint(name, f, lmbda, task_of(meta["arch"]))
+            found[key] = CodecPoint(name, f, lmbda, task_of(meta["arch"]).name)
         if not found:
             raise InputError(f"{p}: no codec checkpoints (only task checkpoints or none)")
         points.extend(sorted(found.values(), key=lambda c: -(c.lmbda or 0)))

@@ -27,8 +27,7 @@ from tqdm import tqdm
 from featcodec.codec.edge_motion import camera_affine
 from featcodec.codec.errors import InputError
 from featcodec.codec.video import VideoCodec
-from featcodec.eval.metrics import task_metric
-from featcodec.models.heads import task_of
+from featcodec.models.tasks import task_of
 from featcodec.training.pframe_module import frame_batch
 
 MOTION_SOURCES_EVAL = ("flow", "affine", "dis-flow", "dis-affine", "none")
@@ -61,8 +60,8 @@ def _clip_motion(clip: dict[str, Any], source: str) -> dict[str, Any]:
 def _code(
     codec: VideoCodec, clips: Any, intra_period: int, motion: str, name: str, progress: bool
 ) -> FrameStats:
-    task = task_of(codec.intra.arch)
-    metrics = {"I": task_metric(task), "P": task_metric(task)}
+    task, classes = task_of(codec.intra.arch), codec.intra.arch["num_classes"]
+    metrics = {"I": task.metric(classes), "P": task.metric(classes)}
     sizes: dict[str, list[int]] = {"I": [], "P": []}
     motion_bytes: list[int] = []
     pixels = 0
@@ -85,7 +84,7 @@ def _code(
             stats.frames[kind] = len(values)
             stats.bytes[kind] = statistics.fmean(values)
             stats.bpp[kind] = 8 * stats.bytes[kind] / pixels
-            stats.metric[kind] = metrics[kind].compute()
+            stats.metric[kind] = float(metrics[kind].compute())
     stats.motion_bytes = statistics.fmean(motion_bytes) if motion_bytes else 0.0
     return stats
 
@@ -155,7 +154,7 @@ def evaluate_video(
             "p_over_i_bytes": found[0] / intra.bytes["I"],
         }
     return {
-        "metric": task_metric(task_of(codecs[0].intra.arch)).name,
+        "metric": task_of(codecs[0].intra.arch).metric_name,
         "intra_period": intra_period,
         "motion": motion,
         "clips": len(clips),

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import BASELINE, COCO_JSON, FX, city_frame, corrupt_file, save_rgb
 from jsonargparse import ActionConfigFile, ArgumentParser
-from PIL import Image
 
 from featcodec.codec.errors import FeatcodecError, InputError
 from featcodec.training.datasets import (
@@ -36,19 +36,6 @@ from featcodec.training.datasets.files import natural_key
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "datasets"
 
 
-def _save_rgb(path: Path, h: int, w: int, value: int = 0, fmt: str | None = None) -> None:
-    """An RGB image ``h`` × ``w``: a gradient plus ``value`` in the red channel."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    y, x = np.mgrid[0:h, 0:w]
-    rgb = np.stack([np.full((h, w), value), (x * 7) % 256, (y * 11) % 256], axis=-1)
-    Image.fromarray(rgb.astype(np.uint8)).save(path, format=fmt)
-
-
-def _corrupt(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n this is not really an image")
-
-
 # ---------------------------------------------------------------------------------------------
 # ImageFolder
 # ---------------------------------------------------------------------------------------------
@@ -59,11 +46,11 @@ def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """root/train/{cat,dog}/ (3 + 2 images of mixed sizes), root/val/dog/ (1 image)."""
     root = tmp_path_factory.mktemp("imagefolder")
     for i, (h, w) in enumerate([(10, 12), (12, 10), (10, 12)]):
-        _save_rgb(root / "train" / "cat" / f"c{i}.png", h, w, value=10)
+        save_rgb(root / "train" / "cat" / f"c{i}.png", h, w, value=10)
     for i in range(2):
-        _save_rgb(root / "train" / "dog" / f"d{i}.jpg", 10, 12, value=200)
+        save_rgb(root / "train" / "dog" / f"d{i}.jpg", 10, 12, value=200)
     (root / "train" / ".hidden").mkdir()
-    _save_rgb(root / "val" / "dog" / "v0.png", 10, 12, value=200)
+    save_rgb(root / "val" / "dog" / "v0.png", 10, 12, value=200)
     return root
 
 
@@ -116,11 +103,11 @@ def test_imagefolder_bad_input(image_root: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match=re.escape(message)):
         ImageFolderClassification(tmp_path / "noimg")
     shutil.copytree(image_root / "val", tmp_path / "val")
-    _save_rgb(tmp_path / "val" / "bird" / "b.png", 4, 4)
+    save_rgb(tmp_path / "val" / "bird" / "b.png", 4, 4)
     message = f"{tmp_path / 'val'}: class folder(s) bird not among the 2 classes"
     with pytest.raises(InputError, match=re.escape(message)):
         ImageFolderClassification(tmp_path / "val", classes=["cat", "dog"])
-    _corrupt(tmp_path / "bad" / "cat" / "x.png")
+    corrupt_file(tmp_path / "bad" / "cat" / "x.png")
     ds = ImageFolderClassification(tmp_path / "bad")
     with pytest.raises(
         InputError, match=re.escape(f"{tmp_path / 'bad' / 'cat' / 'x.png'}: cannot read")
@@ -138,36 +125,13 @@ def test_imagefolder_bad_input(image_root: Path, tmp_path: Path) -> None:
 # COCO
 # ---------------------------------------------------------------------------------------------
 
-COCO_JSON = {
-    "images": [
-        {"id": 7, "file_name": "a.jpg", "width": 40, "height": 30},
-        {"id": 3, "file_name": "b.jpg", "width": 40, "height": 30},
-        {"id": 12, "file_name": "c.jpg", "width": 20, "height": 16},
-    ],
-    "annotations": [
-        # image 3 (first by id): a dog (id 18), exact in float32; a crowd and an empty box.
-        {"id": 1, "image_id": 3, "category_id": 18, "bbox": [10.5, 5.25, 12.0, 8.5],
-         "area": 102.0, "iscrowd": 0},
-        {"id": 2, "image_id": 3, "category_id": 1, "bbox": [0, 0, 20, 20], "area": 400.0,
-         "iscrowd": 1},
-        {"id": 3, "image_id": 3, "category_id": 1, "bbox": [3, 4, 0, 6], "area": 0.0,
-         "iscrowd": 0},
-        # image 7: a person reaching past the right and bottom edges, and a dog.
-        {"id": 4, "image_id": 7, "category_id": 1, "bbox": [30, 20, 20, 20], "area": 400.0,
-         "iscrowd": 0},
-        {"id": 5, "image_id": 7, "category_id": 18, "bbox": [2, 3, 4, 5], "area": 20.0,
-         "iscrowd": 0},
-    ],
-    "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}],
-}  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """root/images/{a,b,c}.jpg and root/annotations/instances_{train,val}.json."""
     root = tmp_path_factory.mktemp("coco")
     for info in COCO_JSON["images"]:
-        _save_rgb(root / "images" / info["file_name"], info["height"], info["width"], fmt="JPEG")
+        save_rgb(root / "images" / info["file_name"], info["height"], info["width"], fmt="JPEG")
     (root / "annotations").mkdir()
     for split in ("train", "val"):
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(COCO_JSON))
@@ -241,7 +205,7 @@ def test_coco_bad_input(coco_root: Path, tmp_path: Path) -> None:
     # An image listed in the file but missing on disk, and a corrupt one.
     shutil.copytree(images, tmp_path / "images")
     (tmp_path / "images" / "b.jpg").unlink()
-    _corrupt(tmp_path / "images" / "a.jpg")
+    corrupt_file(tmp_path / "images" / "a.jpg")
     ds = CocoDetectionDataset(tmp_path / "images", ann)
     with pytest.raises(
         InputError, match=re.escape(f"{tmp_path / 'images' / 'b.jpg'}: image file not found")
@@ -257,47 +221,18 @@ def test_coco_bad_input(coco_root: Path, tmp_path: Path) -> None:
 # Cityscapes
 # ---------------------------------------------------------------------------------------------
 
-BASELINE, FX = 0.209313, 2262.52
+
 OFFICIAL_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
                       24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
-
-
-def _city_frame(root: Path, split: str, name: str, h: int = 8, w: int = 16) -> None:
-    """One frame of Cityscapes: image, gtFine label ids, uint16 disparity, camera JSON."""
-    city = name.split("_")[0]
-    _save_rgb(root / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png", h, w)
-    labels = np.zeros((h, w), dtype=np.uint8)  # 0 unlabeled
-    labels[h // 2 :, :] = 7  # road
-    labels[: h // 2, w // 2 :] = 26  # car
-    labels[0, 0] = 33  # bicycle
-    gt = root / "gtFine" / split / city / f"{name}_gtFine_labelIds.png"
-    gt.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(labels).save(gt)
-    disparity = np.full((h, w), 1 + 256 * 20, dtype=np.uint16)  # d = 20 px
-    disparity[1, 2] = 2689  # d = 10.5 px
-    disparity[2, 3] = 0  # unknown
-    disparity[2, 4] = 1  # zero disparity
-    disparity[5, 7] = 65535  # the largest stored value
-    path = root / "disparity" / split / city / f"{name}_disparity.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(disparity).save(path)
-    camera = {
-        "extrinsic": {"baseline": BASELINE, "pitch": 0.038, "roll": 0.0, "x": 1.7, "y": 0.1,
-                      "yaw": -0.0195, "z": 1.22},
-        "intrinsic": {"fx": FX, "fy": 2265.3017905988554, "u0": 1096.98, "v0": 513.137},
-    }  # fmt: skip
-    path = root / "camera" / split / city / f"{name}_camera.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(camera))
 
 
 @pytest.fixture(scope="module")
 def city_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fake city ``fake`` with 2 train frames and 1 val frame, in the official layout."""
     root = tmp_path_factory.mktemp("cityscapes")
-    _city_frame(root, "train", "fake_000000_000019")
-    _city_frame(root, "train", "fake_000001_000019")
-    _city_frame(root, "val", "fake_000002_000019")
+    city_frame(root, "train", "fake_000000_000019")
+    city_frame(root, "train", "fake_000001_000019")
+    city_frame(root, "val", "fake_000002_000019")
     return root
 
 
@@ -374,7 +309,7 @@ def test_cityscapes_bad_input(city_root: Path, tmp_path: Path) -> None:
     camera.write_text(json.dumps({"intrinsic": {"fx": FX}}))
     with pytest.raises(InputError, match=re.escape(f"{camera}: not a Cityscapes camera file")):
         CityscapesSegmentationDepth(root, "val")[0]
-    _corrupt(root / "gtFine/val/fake/fake_000002_000019_gtFine_labelIds.png")
+    corrupt_file(root / "gtFine/val/fake/fake_000002_000019_gtFine_labelIds.png")
     with pytest.raises(
         InputError, match=re.escape("fake_000002_000019_gtFine_labelIds.png: cannot read")
     ):
@@ -397,9 +332,9 @@ def clips_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     frame is its number."""
     root = tmp_path_factory.mktemp("clips")
     for n in (10, 2, 1):
-        _save_rgb(root / "train" / "walk" / f"{n}.png", 6, 8, value=n)
+        save_rgb(root / "train" / "walk" / f"{n}.png", 6, 8, value=n)
     for n in range(1, 6):
-        _save_rgb(root / "train" / "run" / f"frame_{n}.png", 4, 4, value=n)
+        save_rgb(root / "train" / "run" / f"frame_{n}.png", 4, 4, value=n)
     (root / "train" / "run" / ".DS_Store").write_bytes(b"x")
     return root
 
@@ -448,9 +383,9 @@ def test_video_frames_data_module(clips_root: Path) -> None:
 
 def test_video_frames_bad_input(clips_root: Path, tmp_path: Path) -> None:
     clip = tmp_path / "mixed" / "shaky"
-    _save_rgb(clip / "0001.png", 6, 8)
-    _save_rgb(clip / "0002.png", 6, 8)
-    _save_rgb(clip / "0003.png", 7, 8)
+    save_rgb(clip / "0001.png", 6, 8)
+    save_rgb(clip / "0002.png", 6, 8)
+    save_rgb(clip / "0003.png", 7, 8)
     message = f"{clip}: clip 'shaky' mixes frame sizes 8×6 (0001.png) and 8×7 (0003.png) (W×H)"
     with pytest.raises(InputError, match=re.escape(message)):
         VideoFrames(tmp_path / "mixed")
@@ -468,7 +403,7 @@ def test_video_frames_bad_input(clips_root: Path, tmp_path: Path) -> None:
         VideoFrames(tmp_path / "absent")
     with pytest.raises(InputError, match=re.escape("no clip has 9 frames (the longest has 5)")):
         VideoFrames(clips_root / "train", num_frames=9)
-    _corrupt(tmp_path / "corrupt" / "c" / "1.png")
+    corrupt_file(tmp_path / "corrupt" / "c" / "1.png")
     with pytest.raises(
         InputError, match=re.escape(f"{tmp_path / 'corrupt' / 'c' / '1.png'}: cannot read")
     ):

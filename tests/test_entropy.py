@@ -92,6 +92,7 @@ def test_factorized_tables_follow_the_parameters() -> None:
     assert first != second
 
 
+@pytest.mark.slow
 def test_factorized_estimate_matches_real_bits_after_training() -> None:
     torch.manual_seed(0)
     eb = FactorizedCoder(8)

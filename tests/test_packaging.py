@@ -179,3 +179,30 @@ def test_library_code_neither_prints_nor_sets_process_state() -> None:
                     if name in banned:
                         found.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
     assert not found, found
+
+
+TASK_NAMES = {"classification", "segmentation", "depth", "keypoints", "detection"}
+
+
+def test_no_task_name_branches_outside_the_task_files() -> None:
+    """A task is an object: nothing outside models/tasks/ compares a value to a task's name."""
+    found = []
+    for root in ("codec", "models", "training", "eval", "featcodec"):
+        for path in (REPO / root).rglob("*.py"):
+            if "tasks" in path.relative_to(REPO).parts:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                # a comparison of a task (or an enhancement target) with a task's name; batch
+                # keys that share a name ("depth" in batch) are data, not a task branch
+                if not isinstance(node, ast.Compare) or not any(
+                    w in ast.unparse(node).lower() for w in ("task", "target")
+                ):
+                    continue
+                for side in (node.left, *node.comparators):
+                    values = (
+                        side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set) else [side]
+                    )
+                    for v in values:
+                        if isinstance(v, ast.Constant) and v.value in TASK_NAMES:
+                            found.append(f"{path.relative_to(REPO)}:{node.lineno} {v.value!r}")
+    assert not found, found

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_datasets import COCO_JSON, _city_frame, _save_rgb
+from conftest import COCO_JSON, city_frame, save_rgb
 
 from featcodec.cli import main
 from featcodec.codec.facade import Codec
@@ -21,8 +21,8 @@ PAPER = Path(__file__).resolve().parents[1] / "configs" / "paper"
 def coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("coco")
     for info in COCO_JSON["images"]:
-        _save_rgb(root / "train2017" / info["file_name"], info["height"], info["width"], 90)
-        _save_rgb(root / "val2017" / info["file_name"], info["height"], info["width"], 90)
+        save_rgb(root / "train2017" / info["file_name"], info["height"], info["width"], 90)
+        save_rgb(root / "val2017" / info["file_name"], info["height"], info["width"], 90)
     (root / "annotations").mkdir()
     for split in ("train2017", "val2017"):
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(COCO_JSON))
@@ -33,7 +33,7 @@ def coco(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def cityscapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("cityscapes")
     for i, split in enumerate(("train", "train", "val")):
-        _city_frame(root, split, f"fake_{i:06d}_000019")
+        city_frame(root, split, f"fake_{i:06d}_000019")
     return root
 
 
@@ -63,6 +63,7 @@ def _stage(config: Path, tmp: Path, root: Path, size: list[int]) -> Path:
     return tmp / "runs" / "paper" / config.parent.name / config.stem / "checkpoints" / "last.ckpt"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("setting", "enhancement", "channels"),
     [

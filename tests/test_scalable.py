@@ -167,13 +167,14 @@ def test_cli_layers(codec, image, tmp_path, capsys) -> None:
     assert "no preview synthesis" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("target", "lmbda", "channels"), [("reconstruction", 0.01, 3), ("segmentation", 20.0, 6)]
 )
 def test_enhancement_training_lowers_the_loss_and_keeps_the_base(
     codec, tmp_path, target, lmbda, channels
 ) -> None:
-    from quiet import quiet_trainer
+    from conftest import quiet_trainer
 
     from featcodec.training import EnhancementModule
     from featcodec.training.datasets import (

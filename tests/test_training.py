@@ -3,7 +3,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
-from quiet import quiet_trainer
+from conftest import quiet_trainer
 
 from featcodec.codec.errors import CheckpointError
 from featcodec.codec.facade import Codec
@@ -45,6 +45,7 @@ def _codec_module(task_checkpoint: str, **kw: object) -> BaseCodecModule:
     return BaseCodecModule(**args)
 
 
+@pytest.mark.slow
 def test_task_training_lowers_the_loss(data, fixed_batch) -> None:
     torch.manual_seed(0)
     task = TaskModule(lr=3e-3)
@@ -169,6 +170,7 @@ def test_cached_frozen_outputs_equal_recomputed_ones(task_checkpoint, fixed_batc
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.slow
 def test_validation_logs_the_real_rd_point_to_tensorboard(task_checkpoint, data, tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

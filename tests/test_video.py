@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from quiet import quiet_trainer
+from conftest import quiet_trainer
 
 from featcodec.cli import main
 from featcodec.codec.bitstream import Section, SectionKind, Stream, pack, split_prefixed, unpack
@@ -82,6 +82,7 @@ def codec(trained: tuple) -> VideoCodec:
     return VideoCodec.from_checkpoint(trained[3])
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss(trained: tuple) -> None:
     module, before, batch, _ = trained
     with torch.no_grad():
@@ -227,6 +228,7 @@ def _frames_folder(folder: Path, images: torch.Tensor) -> None:
         (folder / f"{t + 1}.png").write_bytes(to_png(image))  # 10.png after 9.png
 
 
+@pytest.mark.slow
 def test_cli_codes_a_folder_and_a_video_file(
     codec: VideoCodec, trained: tuple, clip: dict, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -293,6 +295,7 @@ def test_bytes_at_equal_metric_reads_the_rd_curve() -> None:
     )
 
 
+@pytest.mark.slow
 def test_eval_video_compares_pframe_codecs_at_equal_accuracy(
     codec: VideoCodec, trained: tuple, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -33,6 +33,7 @@ def _small_config(name: str, tmp: Path, **model: object) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_train_configs_with_lightning_cli(tmp_path: Path) -> None:
     assert main(["train", "--config", str(_small_config("tasknet.yaml", tmp_path))]) == 0
     task_ckpt = tmp_path / "tasknet" / "ckpt" / "last.ckpt"
@@ -72,6 +73,7 @@ def test_train_configs_with_lightning_cli(tmp_path: Path) -> None:
     assert [f.kind for f in frames] == ["I", "P", "P"]
 
 
+@pytest.mark.slow
 def test_a_config_with_the_old_class_paths_still_trains(tmp_path: Path) -> None:
     config = _small_config("tasknet.yaml", tmp_path)
     old = config.read_text().replace("featcodec.training.", "training.")
@@ -139,6 +141,7 @@ def test_entropy_bench_reports_both_paths(tmp_path: Path, capsys) -> None:
     assert "featcodec / compressai" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_quick_scalable_experiment_and_resume(tmp_path: Path, capsys) -> None:
     out = tmp_path / "scalable"
     assert main(["experiment", "scalable", "--quick", "--out", str(out), "--threads", "2"]) == 0

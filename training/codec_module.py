@@ -18,9 +18,8 @@ from torch import Tensor
 
 from featcodec.codec.errors import CheckpointError
 from featcodec.codec.facade import Codec
-from featcodec.eval.metrics import task_metric
-from featcodec.models.heads import build_task_model, losses_mode, split_task_model, task_forward
-from featcodec.training.losses import Distortion, accuracy, rate_distortion
+from featcodec.models.tasks import get_task
+from featcodec.training.losses import Distortion, rate_distortion
 from featcodec.training.optim import TrainsInTrainMode, layer_optimizers, layer_step
 from featcodec.training.task import load_task_network, task_arch
 
@@ -53,9 +52,9 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
             each training item (by its ``index``), computed once instead of every epoch.
             Only for datasets whose items never change (the synthetic scenes); about 30 %
             faster training on a CPU.
-        task, task_options: the task network (:mod:`models.heads`): ``"classification"``,
+        task, task_options: the task network (:mod:`models.tasks`): ``"classification"``,
             ``"segmentation"``, ``"depth"``, ``"keypoints"`` or ``"detection"``, and its
-            builder's options. Validation logs the task's metric (:mod:`eval.metrics`).
+            builder's options. Validation logs the task's metric.
     """
 
     def __init__(
@@ -102,20 +101,20 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         }
         if beta < 0 or (beta > 0 and not preview):
             raise ValueError("beta must be ≥ 0, and beta > 0 needs preview=True")
-        if task == "detection" and distortion == "distill":
-            raise ValueError("a detector has no distillation loss; use distortion='task'")
+        self.task = get_task(task)
+        if distortion == "distill" and not self.task.distillable:
+            raise ValueError(f"a {task} network has no distillation loss; use distortion='task'")
         options = task_options or {}
         if task_checkpoint is not None:
             net = load_task_network(task_checkpoint, backbone, num_classes, task, options)
         else:
             if backbone_weights is None and init_codec is None:
                 rank_zero_warn("training a codec in front of an untrained task network")
-            net = build_task_model(task, backbone, backbone_weights, num_classes, **options)
-        self.codec = Codec.from_split(arch, split_task_model(net, split_at, backbone))
-        self.task = task
+            net = self.task.build(backbone, backbone_weights, num_classes, **options)
+        self.codec = Codec.from_split(arch, self.task.split(net, split_at, backbone))
         self._frozen: dict[int, tuple[Tensor, Tensor | None]] = {}
         self._val: dict[str, int] = {"bytes": 0, "pixels": 0}
-        self._metric = task_metric(task)
+        self._metric = self.task.metric(num_classes)
         self._rd_history: list[tuple[int, float, float]] = []
         if init_codec is not None:
             start = Codec.from_checkpoint(init_codec)
@@ -129,16 +128,16 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
 
     def _frozen_outputs(self, batch: dict[str, Any], cache: bool) -> tuple[Tensor, Any]:
         """Features of the frozen front and the uncompressed task output, ``(F, teacher)``
-        (no teacher for a detector: it trains on its own losses)."""
+        (no teacher for a task without distillation: a detector trains on its own losses)."""
         keys = batch["index"].tolist() if cache and "index" in batch else None
         if keys is not None and all(k in self._frozen for k in keys):
             f = torch.stack([self._frozen[k][0] for k in keys]).to(self.device)
-            if self.task == "detection":
+            if not self.task.distillable:
                 return f, None
             return f, torch.stack([self._frozen[k][1] for k in keys]).to(self.device)
         f = self.codec.features(batch["image"])
         teacher = None
-        if self.task != "detection":
+        if self.task.distillable:
             with torch.no_grad():
                 teacher = self.codec.back(f)
         if keys is not None:
@@ -146,21 +145,11 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
                 self._frozen[k] = (f[i].cpu(), None if teacher is None else teacher[i].cpu())
         return f, teacher
 
-    def _detector_losses(self, batch: dict[str, Any]) -> Any:
-        """The detector's loss pass on decoded features (training mode, frozen batch norms)."""
-        back = self.codec.back
-
-        def run(f_hat: Tensor) -> Any:
-            with losses_mode(back):
-                return task_forward(back, "detection", f_hat, batch)
-
-        return run
-
     def _losses(self, batch: dict[str, Any], cache: bool = False) -> tuple[Any, Any]:
         x = batch["image"]
         f, teacher = self._frozen_outputs(batch, cache)
-        head = self._detector_losses(batch) if self.task == "detection" else None
-        out = self.codec.forward_features(f, head)
+        back = self.codec.back
+        out = self.codec.forward_features(f, lambda f_hat: self.task.loss_pass(back, f_hat, batch))
         rd = rate_distortion(
             out,
             teacher,
@@ -199,9 +188,6 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         if rd.reconstruction is not None:
             mse = rd.reconstruction / 255.0**2
             metrics[f"{stage}/preview_psnr"] = -10 * torch.log10(mse.clamp_min(1e-10))
-        if self.task == "classification" and "label" in batch:
-            metrics[f"{stage}/acc"] = accuracy(out.output, batch["label"])
-            metrics[f"{stage}/acc_uncompressed"] = accuracy(teacher, batch["label"])
         self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=batch["image"].shape[0])
         return rd, (out, teacher)
 
@@ -212,29 +198,27 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
             streams = self.codec.encode_batch(out.features, tuple(x.shape[-2:]))
             self._val["bytes"] += sum(len(s) for s in streams)
             self._val["pixels"] += x.shape[0] * x.shape[-2] * x.shape[-1]
-            output = self.codec.back(out.features_hat) if self.task == "detection" else out.output
-            try:
+            if all(k in batch for k in self.task.targets):  # else unlabelled data: rate only
+                output = self.task.prediction(self.codec.back, out.features_hat, out.output)
                 self._metric.update(output, batch)
-            except KeyError:  # unlabelled data: rate only
-                pass
 
     def on_validation_epoch_start(self) -> None:
         self._val = dict.fromkeys(self._val, 0)
-        self._metric = task_metric(self.task)
+        self._metric.reset()
 
     def on_validation_epoch_end(self) -> None:
         if not self._val["pixels"] or self.trainer.sanity_checking:
             return
         bpp = 8 * self._val["bytes"] / self._val["pixels"]
         self.log("val/bpp", bpp, prog_bar=True)
-        value = self._metric.compute()
+        value = float(self._metric.compute()) if self._metric.update_called else math.nan
         if not math.isfinite(value):
             return
-        self.log(f"val/{self._metric.name}", value)
+        self.log(f"val/{self.task.metric_name}", value)
         self._rd_history.append((self.current_epoch, bpp, value))
         experiment = getattr(self.logger, "experiment", None)
         if hasattr(experiment, "add_figure"):
-            figure = _trajectory(self._rd_history, self._metric.name)
+            figure = _trajectory(self._rd_history, self.task.metric_name)
             experiment.add_figure("rd/val", figure, self.global_step)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:

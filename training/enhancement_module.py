@@ -4,7 +4,8 @@ Loss ``λ_e·d_e(output, target) + R_e`` (de Andrade & Bajić): ``R_e`` is the e
 enhancement latents ``Ŷ_e`` and ``Ẑ_e`` per input pixel, coded conditionally on the decoded
 base ``Ŷ_b`` (:mod:`codec.enhancement`). The target is the input image (``d_e``: squared
 error on the 0–255 scale) or a second task's ground truth (``d_e``: that task's loss,
-:func:`models.heads.task_loss`: pixel cross-entropy for segmentation, masked RMSE for depth),
+:meth:`Task.loss <models.tasks.base.Task.loss>`: pixel cross-entropy for segmentation, masked
+RMSE for depth),
 e.g. segmentation on top of a depth base, the paper's third setting.
 
 The base codec comes from a checkpoint of the first stage and never
@@ -24,16 +25,12 @@ from featcodec.codec.bitstream import unpack
 from featcodec.codec.entropy import bits
 from featcodec.codec.facade import Codec
 from featcodec.codec.preview import reconstruction_distortion
-from featcodec.eval.metrics import task_metric
-from featcodec.models.heads import task_loss
+from featcodec.models.tasks import get_task
 from featcodec.training.optim import TrainsInTrainMode, layer_optimizers, layer_step
 
-TARGET_CHANNELS = {
-    "reconstruction": lambda classes: 3,
-    "segmentation": lambda classes: classes + 1,  # + background
-    "depth": lambda classes: 1,
-}
-"""Targets an enhancement layer can be trained for → its output channels (given the classes)."""
+RECONSTRUCTION = "reconstruction"
+"""The enhancement target that is the input image itself; any other target names a dense task
+(:attr:`Task.dense <models.tasks.base.Task.dense>`)."""
 
 
 class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
@@ -74,11 +71,11 @@ class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
             "hyper_downsample": hyper_downsample,
             "standalone": standalone,
         }
-        if target not in TARGET_CHANNELS:
-            raise ValueError(f"unknown target {target!r}; use one of {', '.join(TARGET_CHANNELS)}")
-        if target != "reconstruction":  # older checkpoints: reconstruction, no such keys
+        self.task = None if target == RECONSTRUCTION else get_task(target)
+        if self.task is not None:  # older checkpoints: reconstruction, no such keys
             classes = base.arch["num_classes"]
-            enhancement.update(target=target, out_channels=TARGET_CHANNELS[target](classes))
+            enhancement.update(target=target, out_channels=self.task.output_channels(classes))
+            self.val_metric = self.task.metric(classes)
         self.target = target
         self.codec = Codec.build({**base.arch, "enhancement": enhancement})
         missing, unexpected = self.codec.load_state_dict(base.state_dict(), strict=False)
@@ -99,12 +96,12 @@ class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
         enh = self.codec.enhancement(x, y_b)
         pixels = x.shape[0] * x.shape[-2] * x.shape[-1]
         bpp = sum(bits(v) for v in enh.likelihoods.values()) / pixels
-        if self.target == "reconstruction":
+        if self.task is None:
             d = reconstruction_distortion(enh.output, x)
             psnr = 10 * torch.log10(255.0**2 / d.detach().clamp_min(1e-6))
             terms = {"mse": d, "psnr": psnr}
         else:
-            d = task_loss(self.target, enh.output, batch)
+            d = self.task.loss(enh.output, batch)
             terms = {"distortion": d}
         return {"loss": self.hparams.lmbda * d + bpp, "bpp_est": bpp, **terms}, enh.output
 
@@ -117,10 +114,9 @@ class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         x = batch["image"]
         terms, output = self._losses(batch)
-        if self.target != "reconstruction":
-            metric = task_metric(self.target)
-            metric.update(output, batch)
-            terms[metric.name] = torch.tensor(metric.compute())
+        if self.task is not None:
+            self.val_metric.update(output, batch)
+            self.log(f"val/{self.task.metric_name}", self.val_metric, on_epoch=True)
         streams = self.codec.encode_batch(self.codec.features(x), tuple(x.shape[-2:]), x)
         enh_bytes = sum(unpack(s).layer_bytes()["enhancement"] for s in streams)
         terms["bpp"] = torch.tensor(8 * enh_bytes / (x.shape[0] * x.shape[-2] * x.shape[-1]))

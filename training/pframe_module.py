@@ -29,8 +29,7 @@ from featcodec.codec.edge_motion import camera_affine
 from featcodec.codec.entropy import bits
 from featcodec.codec.facade import Codec
 from featcodec.codec.video import MOTION_SOURCES, VideoCodec
-from featcodec.eval.metrics import task_metric
-from featcodec.models.heads import task_of
+from featcodec.models.tasks import task_of
 from featcodec.training.losses import task_distortion
 from featcodec.training.optim import TrainsInTrainMode, layer_optimizers, layer_step
 
@@ -91,6 +90,7 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
             Codec.from_checkpoint(base_checkpoint), inter, {"block": block, "step": step}
         )
         self.task = task_of(self.codec.intra.arch)
+        self.val_metric = self.task.metric(self.codec.intra.arch["num_classes"])
 
     def train(self, mode: bool = True) -> PFrameModule:
         super().train(mode)
@@ -149,12 +149,11 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         terms, outputs = self._losses(batch)
-        metric = task_metric(self.task)
         for t, output in enumerate(outputs, start=1):
-            metric.update(output, frame_batch(batch, t))
-        terms[f"p_{metric.name}"] = torch.tensor(metric.compute())
+            self.val_metric.update(output, frame_batch(batch, t))
         logged = {f"val/{k}": v for k, v in terms.items()}
         self.log_dict(logged, prog_bar=True, on_epoch=True, batch_size=batch["images"].shape[0])
+        self.log(f"val/p_{self.task.metric_name}", self.val_metric, on_epoch=True)
 
     def configure_optimizers(self) -> Any:
         inter = self.codec.inter

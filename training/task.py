@@ -1,5 +1,5 @@
 """The task network: a classifier, or a dense / keypoint / detection network on a split
-backbone (:mod:`models.heads`), trained on the embedded synthetic scenes or a real dataset.
+backbone (:mod:`models.tasks`), trained on the embedded synthetic scenes or a real dataset.
 
 The codec is trained in front of the *frozen* back half of this network. Its checkpoint
 carries a ``featcodec`` entry (architecture + where its weights are), so the codec module can
@@ -19,8 +19,7 @@ from torch import Tensor, nn
 from featcodec.codec.errors import CheckpointError
 from featcodec.codec.facade import CHECKPOINT_FORMAT, load_checkpoint
 from featcodec.models.backbones import Normalize
-from featcodec.models.heads import build_task_model, losses_mode, task_forward, task_loss
-from featcodec.training.losses import accuracy
+from featcodec.models.tasks import DEFAULT_TASK, get_task
 
 
 def task_arch(
@@ -29,7 +28,7 @@ def task_arch(
     """The architecture entry of a task network; ``task``/``task_options`` only when they are
     not the defaults, so classifiers keep the entry (and fingerprint) they always had."""
     arch: dict[str, Any] = {"backbone": backbone, "num_classes": num_classes}
-    if task != "classification":
+    if task != DEFAULT_TASK:
         arch["task"] = task
     if options:
         arch["task_options"] = dict(options)
@@ -37,8 +36,8 @@ def task_arch(
 
 
 class TaskModule(pl.LightningModule):
-    """Trains a task network on ``collate_scenes``-style batches with its task loss
-    (:func:`models.heads.task_loss`).
+    """Trains a task network on :class:`~models.tasks.Batch` batches with its task's loss;
+    validation and test log the task's metric (``val/<metric>``, right on several GPUs).
 
     Args:
         backbone: backbone name (torchvision or project registry; a ResNet for every task but
@@ -50,7 +49,7 @@ class TaskModule(pl.LightningModule):
         task: ``"classification"``, ``"segmentation"``, ``"depth"``, ``"keypoints"`` or
             ``"detection"``.
         task_options: options of the task's builder (e.g. ``{"image_size": 64}`` for
-            detection; see :mod:`models.heads`).
+            detection; see :mod:`models.tasks`).
     """
 
     def __init__(
@@ -66,26 +65,28 @@ class TaskModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.normalize = Normalize()
-        self.task = task
-        self.net = build_task_model(task, backbone, weights, num_classes, **(task_options or {}))
+        self.task = get_task(task)
+        self.net = self.task.build(backbone, weights, num_classes, **(task_options or {}))
+        self.val_metric = self.task.metric(num_classes)
+        self.test_metric = self.task.metric(num_classes)
 
     def forward(self, x: Tensor) -> Any:
         """The task output of images ``(B, 3, H, W)`` in [0, 1] (logits ``(B, K)`` for
-        classification; see :mod:`models.heads` for the others)."""
+        classification; see :mod:`models.tasks` for the others)."""
         return self.net(self.normalize(x))
 
     def _step(self, batch: dict[str, Any], stage: str) -> Tensor:
         x = self.normalize(batch["image"])
-        if stage != "train" and self.task == "detection":
-            with torch.no_grad(), losses_mode(self.net):
-                output = task_forward(self.net, self.task, x, batch)
+        if stage == "train":
+            output = self.task.forward(self.net, x, batch)
         else:
-            output = task_forward(self.net, self.task, x, batch)
-        loss = task_loss(self.task, output, batch)
-        metrics = {f"{stage}/loss": loss}
-        if self.task == "classification":
-            metrics[f"{stage}/acc"] = accuracy(output, batch["label"])
-        self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=x.shape[0])
+            with torch.no_grad():
+                output = self.task.loss_pass(self.net, x, batch)
+                metric = self.val_metric if stage == "val" else self.test_metric
+                metric.update(self.task.prediction(self.net, x, output), batch)
+            self.log(f"{stage}/{self.task.metric_name}", metric, on_epoch=True)
+        loss = self.task.loss(output, batch)
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_epoch=True, batch_size=x.shape[0])
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
@@ -135,11 +136,11 @@ def load_task_network(
 
         def show(a: dict[str, Any]) -> str:
             extra = f", options {a['task_options']}" if a.get("task_options") else ""
-            kind = a.get("task", "classification")
+            kind = a.get("task", DEFAULT_TASK)
             return f"a {kind} {a.get('backbone')} with {a.get('num_classes')} classes{extra}"
 
         raise CheckpointError(f"{path} holds {show(arch)}, expected {show(want)}")
-    net = build_task_model(task, backbone, None, num_classes, **(task_options or {}))
+    net = get_task(task).build(backbone, None, num_classes, **(task_options or {}))
     prefix = ckpt["featcodec"]["state_prefix"]
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     try:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from featcodec.codec.facade import Codec
-    from featcodec.models.heads import task_of
+    from featcodec.models.tasks import task_of
 
     if not isinstance(codec, Codec):
         return _decode_sequences(args, codec)
@@ -78,13 +78,12 @@ def run(args: argparse.Namespace) -> int:
         streams.append(stream)
     if args.preview and codec.base.g_r is None:
         raise InputError(f"{args.checkpoint}: this codec has no preview synthesis (g_r)")
-    target_kind = codec.enhancement.target if codec.enhancement is not None else None
-    suffix = ".pt" if target_kind == "depth" else ".png"
+    second = enhancement_task(codec)  # the enhancement layer's task, if it targets one
+    suffix = ".png" if second is None else second.map_suffix
     extra = [out / f"{f.stem}.enhanced{suffix}" for f in files] if args.layers == "all" else []
     extra = extra if codec.enhancement is not None else []
     task = task_of(codec.arch)
-    dense = task in ("segmentation", "depth")
-    outputs = [out / f"{f.stem}.output.pt" for f in files] if dense else []
+    outputs = [out / f"{f.stem}.output.pt" for f in files] if task.dense else []
     previews = [out / f"{f.stem}.preview.png" for f in files] if args.preview else []
     refuse_existing([*targets, *extra, *previews, *outputs, predictions_path], args.overwrite)
     predictions: dict[str, Any] = {}
@@ -99,51 +98,24 @@ def run(args: argparse.Namespace) -> int:
             torch.save(decoded.features[0].cpu(), tmp)
         if decoded.enhanced is not None:
             enhanced = decoded.enhanced[0]
-            if target_kind == "segmentation":  # class logits → a mask of class indices
-                enhanced = enhanced.argmax(0, keepdim=True)
-            _save_output(enhanced, extra[i])
+            _save_output(enhanced if second is None else second.output_map(enhanced), extra[i])
         if previews:
             _save_output(decoded.preview[0], previews[i])
         if outputs:
             with atomic_path(outputs[i]) as tmp:
                 torch.save(decoded.output[0].cpu(), tmp)
-        predictions[f.stem] = prediction_summary(task, decoded.output)
+        predictions[f.stem] = task.summary(decoded.output)
     atomic_write(predictions_path, json.dumps(predictions, indent=2))
     print(f"wrote {len(files)} feature tensor(s) and {predictions_path}")
     return 0
 
 
-def prediction_summary(task: str, output: Any) -> dict[str, Any]:
-    """What ``predictions.json`` records of one decoded task output (batch of 1)."""
-    import torch
+def enhancement_task(codec: Any) -> Any:
+    """The task an image codec's enhancement layer targets (``None``: the image itself)."""
+    from featcodec.models.tasks import get_task
 
-    if task == "classification":
-        probs = torch.softmax(output[0].float(), dim=0).cpu()
-        return {
-            "class": int(probs.argmax()),
-            "probability": float(probs.max()),
-            "probabilities": [round(float(p), 6) for p in probs],
-        }
-    if task == "segmentation":
-        classes, counts = output[0].argmax(0).unique(return_counts=True)
-        return {"pixels_per_class": {int(c): int(n) for c, n in zip(classes, counts, strict=True)}}
-    if task == "depth":
-        d = output[0].float()
-        return {
-            "depth_min": float(d.min()),
-            "depth_mean": float(d.mean()),
-            "depth_max": float(d.max()),
-        }
-    if task == "keypoints":
-        return {"keypoints": [[round(float(v), 3) for v in p] for p in output[0]]}
-    if task == "detection":
-        det = output[0]
-        return {
-            "boxes": [[round(float(v), 2) for v in b] for b in det["boxes"]],
-            "classes": [int(c) - 1 for c in det["labels"]],  # torchvision's label = class + 1
-            "scores": [round(float(v), 4) for v in det["scores"]],
-        }
-    raise ValueError(f"unknown task {task!r}")
+    target = codec.enhancement.target if codec.enhancement is not None else "reconstruction"
+    return None if target == "reconstruction" else get_task(target)
 
 
 def _save_output(t: Any, path: Path) -> None:
@@ -170,7 +142,7 @@ def _decode_sequences(args: argparse.Namespace, codec: Any) -> int:
     from featcodec.codec import bitstream
     from featcodec.codec.files import STREAM_SUFFIXES, atomic_path, atomic_write
     from featcodec.inputs import collect, refuse_existing
-    from featcodec.models.heads import task_of
+    from featcodec.models.tasks import task_of
 
     if args.layers != "all" or args.preview:
         raise InputError("--layers and --preview apply to image codecs, not to video codecs")
@@ -210,7 +182,7 @@ def _decode_sequences(args: argparse.Namespace, codec: Any) -> int:
                     "kind": frame.kind,
                     "bytes": frame.bytes,
                     "motion_bytes": frame.motion_bytes,
-                    **prediction_summary(task, frame.output),
+                    **task.summary(frame.output),
                 }
             )
         lost += len(sequence.errors)

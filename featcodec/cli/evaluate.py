@@ -137,12 +137,12 @@ def load_curves(args: argparse.Namespace) -> tuple[list[Any], str, list[Any], fl
 
 def bd_rows(found: list[Any], anchor: str, metric: str, method: str) -> list[Any]:
     from featcodec.eval.bd import bd_table
-    from featcodec.eval.metrics import higher_is_better
+    from featcodec.models.tasks import metric_higher_is_better
 
     names = [c.name for c in found]
     if anchor not in names:
         raise InputError(f"no codec named {anchor!r} in the results; codecs: {', '.join(names)}")
-    return bd_table(found, anchor, method, higher_is_better(metric))
+    return bd_table(found, anchor, method, metric_higher_is_better(metric))
 
 
 def eval_motion(args: argparse.Namespace) -> int:
@@ -236,10 +236,10 @@ def eval_bd(args: argparse.Namespace) -> int:
 def eval_rd(args: argparse.Namespace) -> int:
     from featcodec.api import check_device
     from featcodec.eval.anchors import ANCHORS, build_anchor
-    from featcodec.eval.metrics import task_of
     from featcodec.eval.rd import TaskSplit, find_checkpoints, synthetic_eval_set
     from featcodec.eval.results import write_results
     from featcodec.inputs import refuse_existing
+    from featcodec.models.tasks import task_of
 
     set_threads(args.threads)
     if not args.checkpoints and not args.task_checkpoint:
@@ -261,9 +261,9 @@ def eval_rd(args: argparse.Namespace) -> int:
         if args.task_checkpoint
         else None
     )
-    if split is not None and points and task_of(split.arch) != points[0].task:
+    if split is not None and points and task_of(split.arch).name != points[0].task:
         raise InputError(
-            f"{args.task_checkpoint} is a {task_of(split.arch)} network, the codecs serve "
+            f"{args.task_checkpoint} is a {task_of(split.arch).name} network, the codecs serve "
             f"{points[0].task}"
         )
     start = time.perf_counter()
@@ -277,7 +277,7 @@ def eval_rd(args: argparse.Namespace) -> int:
     if not rows:
         raise InputError("nothing was evaluated (every anchor was skipped)")
     elapsed = time.perf_counter() - start
-    task = task_of(rows[0].config.get("network", rows[0].config))
+    task = task_of(rows[0].config.get("network", rows[0].config)).name
     metric = next(iter(rows[0].metrics))
     json_path, csv_path = write_results(
         out,

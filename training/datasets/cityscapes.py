@@ -34,7 +34,7 @@ Ignored (255): 0 unlabeled, 1 ego vehicle, 2 rectification border, 3 out of roi,
 18 polegroup, 29 caravan, 30 trailer, −1 license plate (and any other value). These train
 ids with 255 = ignore are the convention of Cityscapes benchmarks (``ignore_index=255`` in the
 loss): ``mask_format="train_ids"``, the default. The project's own segmentation heads, loss
-and mIoU (``models.heads``, ``eval.metrics``) follow the synthetic scenes instead (0 =
+and mIoU (``models.tasks``) follow the synthetic scenes instead (0 =
 background, class + 1, no ignore index; a target of 255 is out of range there):
 ``mask_format="scene"`` gives ``train id + 1`` (1–19) and ``0`` for every ignored pixel, so
 those pixels are learned and scored as a 20th "void" class.

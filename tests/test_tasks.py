@@ -1,4 +1,4 @@
-"""Tests for models.heads (task networks on split backbones) and their metrics in eval.metrics."""
+"""Tests for models.tasks: the task objects, their networks on split backbones, losses, metrics."""
 
 from __future__ import annotations
 
@@ -10,28 +10,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from featcodec.eval.metrics import (
-    METRICS,
-    PCK,
-    DepthRMSE,
-    MeanAveragePrecision,
-    SegmentationMIoU,
-    higher_is_better,
-    task_metric,
-)
 from featcodec.models.backbones import Normalize, Split, build_backbone, split_model
-from featcodec.models.heads import (
-    HEADS,
-    DetectionBack,
-    build_task_model,
-    crop_to,
-    detection_targets,
-    main_object_keypoints,
-    soft_argmax,
-    split_task_model,
-    task_forward,
-    task_loss,
-)
+from featcodec.models.tasks import TASKS as REGISTRY
+from featcodec.models.tasks import Task, get_task, metric_higher_is_better
+from featcodec.models.tasks.depth import DepthRMSE
+from featcodec.models.tasks.detection import DetectionBack, DetectionMAP, detection_targets
+from featcodec.models.tasks.keypoints import PCK, main_object_keypoints, soft_argmax
+from featcodec.models.tasks.segmentation import SegmentationMIoU
+from featcodec.models.tasks.trunk import crop_to
 from featcodec.training.datasets.synthetic import SyntheticScenes, collate_scenes
 
 TASKS = ["classification", "segmentation", "depth", "keypoints", "detection"]
@@ -60,7 +46,8 @@ def scenes() -> dict[str, Any]:
 def splits(models: dict[str, nn.Module]) -> dict[str, Split]:
     """Each task network split at ``layer2``."""
     return {
-        task: split_task_model(model, "layer2", "scene_resnet10") for task, model in models.items()
+        task: get_task(task).split(model, "layer2", "scene_resnet10")
+        for task, model in models.items()
     }
 
 
@@ -70,7 +57,7 @@ def models() -> dict[str, nn.Module]:
     out = {}
     for task in TASKS:
         torch.manual_seed(0)
-        out[task] = build_task_model(task, "scene_resnet10", weights=None).eval()
+        out[task] = get_task(task).build("scene_resnet10", None, 5).eval()
     return out
 
 
@@ -84,15 +71,15 @@ def _images(b: int = 2, h: int = 64, w: int = 64) -> Tensor:
 
 
 def test_registry_has_every_task() -> None:
-    assert set(TASKS) <= set(HEADS)
-    assert set(TASKS) <= set(METRICS)
+    assert set(TASKS) <= set(REGISTRY)
+    assert all(isinstance(REGISTRY[t], Task) and REGISTRY[t].name == t for t in TASKS)
     with pytest.raises(ValueError, match="unknown task"):
-        build_task_model("telepathy")
+        get_task("telepathy")
 
 
 def test_dense_heads_need_a_resnet() -> None:
     with pytest.raises(ValueError, match="ResNet"):
-        build_task_model("segmentation", "mobilenet_v3_small")
+        get_task("segmentation").build("mobilenet_v3_small", None, 5)
 
 
 EXPECTED_SHAPES = {
@@ -158,7 +145,7 @@ def test_front_and_back_keys_partition_the_model_keys(
 
 def test_split_after_the_low_tap_is_refused(models: dict[str, nn.Module]) -> None:
     with pytest.raises(ValueError, match="not a cut"):
-        split_task_model(models["segmentation"], "layer3")
+        get_task("segmentation").split(models["segmentation"], "layer3")
 
 
 @pytest.mark.parametrize("task", ["segmentation", "depth"])
@@ -180,7 +167,8 @@ def test_dense_output_size_rounds_up_to_the_stride(task: str, models: dict[str, 
 
 def _loss(model: nn.Module, task: str, x: Tensor, batch: dict[str, Any]) -> Tensor:
     torch.manual_seed(1)  # the detector samples anchors and proposals: the same draw every time
-    return task_loss(task, task_forward(model, task, x, batch), batch)
+    t = get_task(task)
+    return t.loss(t.forward(model, x, batch), batch)
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -188,7 +176,7 @@ def test_loss_falls_on_a_fixed_batch(task: str, scenes: dict[str, Any]) -> None:
     if task == "detection":  # the slowest to train: half the batch
         scenes = {k: v[:4] for k, v in scenes.items()}
     torch.manual_seed(0)
-    model = build_task_model(task, weights=None).train()
+    model = get_task(task).build("scene_resnet10", None, 5).train()
     x = Normalize()(scenes["image"])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     with torch.no_grad():
@@ -205,13 +193,14 @@ def test_loss_falls_on_a_fixed_batch(task: str, scenes: dict[str, Any]) -> None:
 
 def test_split_back_trains_the_detector(scenes: dict[str, Any]) -> None:
     """A detector's back takes targets in training mode and returns the loss dict."""
-    model = build_task_model("detection").train()
-    split = split_task_model(model, "layer2")
+    detection = get_task("detection")
+    model = detection.build("scene_resnet10", None, 5).train()
+    split = detection.split(model, "layer2")
     x = Normalize()(scenes["image"][:2])
     batch = {k: v[:2] for k, v in scenes.items()}
-    losses = task_forward(split.back, "detection", split.front(x), batch)
+    losses = detection.forward(split.back, split.front(x), batch)
     assert set(losses) >= {"loss_classifier", "loss_box_reg", "loss_objectness"}
-    task_loss("detection", losses, batch).backward()
+    detection.loss(losses, batch).backward()
     with pytest.raises(ValueError, match="targets"):
         split.back(split.front(x))
 
@@ -240,7 +229,7 @@ def test_detection_targets_shift_labels_and_drop_empty_boxes() -> None:
 def test_depth_loss_ignores_masked_pixels() -> None:
     depth = torch.tensor([[[2.0, 3.0], [0.0, math.nan]]])
     pred = torch.tensor([[[[5.0, 7.0], [100.0, -50.0]]]], requires_grad=True)
-    loss = task_loss("depth", pred, {"depth": depth})
+    loss = get_task("depth").loss(pred, {"depth": depth})
     assert loss.item() == pytest.approx(math.sqrt((9 + 16) / 2))
     loss.backward()
     assert pred.grad is not None and pred.grad[0, 0, 1].abs().sum() == 0
@@ -271,18 +260,20 @@ def test_soft_argmax_of_a_flat_heatmap_is_the_image_centre() -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def test_metrics_plug_into_task_metric() -> None:
+def test_each_task_makes_its_metric() -> None:
     expected = {
         "segmentation": (SegmentationMIoU, "miou", True),
         "depth": (DepthRMSE, "depth_rmse", False),
         "keypoints": (PCK, "pck", True),
-        "detection": (MeanAveragePrecision, "map", True),
+        "detection": (DetectionMAP, "map", True),
     }
     for task, (cls, name, better) in expected.items():
-        metric = task_metric(task)
-        assert isinstance(metric, cls) and metric.name == name
-        assert metric.higher_is_better is better and higher_is_better(name) is better
-        assert math.isnan(metric.compute())  # nothing seen yet
+        metric = get_task(task).metric(5)
+        assert isinstance(metric, cls) and metric.name == name == get_task(task).metric_name
+        assert metric.higher_is_better is better and metric_higher_is_better(name) is better
+        assert get_task(task).higher_is_better is better
+        with pytest.warns(UserWarning, match="before the ``update``"):
+            assert math.isnan(metric.compute())  # nothing seen yet
 
 
 def _one_hot_logits(mask: Tensor, classes: int = 6) -> Tensor:
@@ -290,18 +281,18 @@ def _one_hot_logits(mask: Tensor, classes: int = 6) -> Tensor:
 
 
 def test_miou_known_answers(scenes: dict[str, Any]) -> None:
-    metric = SegmentationMIoU()
+    metric = SegmentationMIoU(5)
     metric.update(_one_hot_logits(scenes["mask"]), scenes)
     assert metric.compute() == 1.0
 
     mask = torch.tensor([[[0, 1], [1, 1]]])
     pred = torch.tensor([[[0, 0], [1, 1]]])
     logits = torch.nn.functional.pad(_one_hot_logits(pred), (0, 6, 0, 6))  # padded to 8x8
-    metric = SegmentationMIoU()
+    metric = SegmentationMIoU(5)
     metric.update(logits, {"mask": mask})
     assert metric.compute() == pytest.approx((1 / 2 + 2 / 3) / 2)  # background 1/2, class 0 2/3
 
-    wrong = SegmentationMIoU()
+    wrong = SegmentationMIoU(5)
     wrong.update(_one_hot_logits((scenes["mask"] + 1) % 6), scenes)
     assert wrong.compute() < 0.5
 
@@ -345,21 +336,21 @@ def _truth_as_detections(batch: dict[str, Any]) -> list[dict[str, Tensor]]:
 
 
 def test_map_known_answers(scenes: dict[str, Any]) -> None:
-    perfect = MeanAveragePrecision()
+    perfect = DetectionMAP()
     perfect.update(_truth_as_detections(scenes), scenes)
     assert perfect.compute() == pytest.approx(1.0)
 
-    wrong_class = MeanAveragePrecision()
+    wrong_class = DetectionMAP()
     wrong_class.update(
         [{**d, "labels": d["labels"] % 5 + 1} for d in _truth_as_detections(scenes)], scenes
     )
     assert wrong_class.compute() < 0.5
 
-    shifted = MeanAveragePrecision()
+    shifted = DetectionMAP()
     shifted.update([{**d, "boxes": d["boxes"] + 3.0} for d in _truth_as_detections(scenes)], scenes)
     assert 0.0 < shifted.compute() < 0.9
 
-    empty = MeanAveragePrecision()
+    empty = DetectionMAP()
     nothing = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
     empty.update([{**nothing, "scores": torch.zeros(0)}] * len(scenes["boxes"]), scenes)
     assert empty.compute() == 0.0
@@ -369,11 +360,11 @@ def test_map_known_answers(scenes: dict[str, Any]) -> None:
 def test_metrics_accept_the_model_outputs(
     task: str, models: dict[str, nn.Module], scenes: dict[str, Any]
 ) -> None:
-    metric = task_metric(task)
+    metric = get_task(task).metric(5)
     with torch.no_grad():
         output = models[task](Normalize()(scenes["image"][:4]))
     metric.update(output, {k: v[:4] for k, v in scenes.items()})
-    value = metric.compute()
+    value = float(metric.compute())
     assert math.isfinite(value) and value >= 0.0
     if metric.higher_is_better:
         assert value <= 1.0
