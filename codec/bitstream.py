@@ -184,6 +184,16 @@ def varint(value: int) -> bytes:
             return bytes(out)
 
 
+def zigzag(n: int) -> int:
+    """Signed to unsigned for :func:`varint`: ``0, −1, 1, −2, …`` ↦ ``0, 1, 2, 3, …``."""
+    return 2 * n if n >= 0 else -2 * n - 1
+
+
+def unzigzag(z: int) -> int:
+    """Inverse of :func:`zigzag`."""
+    return z >> 1 if z % 2 == 0 else -((z + 1) >> 1)
+
+
 def join_prefixed(head: bytes, tail: bytes) -> bytes:
     """``varint(len(head)) + head + tail``: two parts of one payload (:func:`split_prefixed`)."""
     return varint(len(head)) + head + tail
@@ -191,7 +201,7 @@ def join_prefixed(head: bytes, tail: bytes) -> bytes:
 
 def split_prefixed(payload: bytes, what: str) -> tuple[bytes, bytes]:
     """Inverse of :func:`join_prefixed`; ``what`` names the head in the error."""
-    r = _Reader(payload)
+    r = Reader(payload)
     try:
         n = r.varint(f"{what} length")
         head = r.take(n, what)
@@ -237,18 +247,30 @@ def _check_shape(name: str, dims: tuple[int, ...]) -> None:
         )
 
 
-class _Reader:
-    """Bounds-checked cursor over the header bytes."""
+class Reader:
+    """Bounds-checked cursor over bytes; every failure is a one-line :class:`BitstreamError`.
+
+    The class attributes set the varint limit and the messages (``{what}`` names the field,
+    ``{size}`` is the length of the data); the defaults are the container header's: varints
+    of at most 5 bytes, non-minimal ones accepted. A payload format with its own messages or
+    limits subclasses this (``codec.motion_side_info`` does)."""
+
+    max_varint_bytes = _VARINT_BYTES
+    truncated = "truncated stream: {size} bytes end inside the header ({what})"
+    too_long = "malformed header: {what} is not a valid varint"
+    non_minimal: str | None = None
+    """Message refusing a varint with a needless zero byte at the end; None accepts it."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.pos = 0
 
+    def _fail(self, message: str, what: str) -> BitstreamError:
+        return BitstreamError(message.format(what=what, size=len(self.data)))
+
     def take(self, n: int, what: str) -> bytes:
         if self.pos + n > len(self.data):
-            raise BitstreamError(
-                f"truncated stream: {len(self.data)} bytes end inside the header ({what})"
-            )
+            raise self._fail(self.truncated, what)
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
@@ -257,13 +279,25 @@ class _Reader:
         return self.take(1, what)[0]
 
     def varint(self, what: str) -> int:
+        """An unsigned LEB128 varint (:func:`varint`)."""
         value = 0
-        for i in range(_VARINT_BYTES):
+        for i in range(self.max_varint_bytes):
             byte = self.u8(what)
             value |= (byte & 0x7F) << (7 * i)
             if not byte & 0x80:
+                if byte == 0 and i > 0 and self.non_minimal is not None:
+                    raise self._fail(self.non_minimal, what)
                 return value
-        raise BitstreamError(f"malformed header: {what} is not a valid varint")
+        raise self._fail(self.too_long, what)
+
+    def signed(self, what: str) -> int:
+        """A signed integer written as ``varint(zigzag(n))``."""
+        return unzigzag(self.varint(what))
+
+    def rest(self) -> bytes:
+        """Every byte left; the cursor moves to the end."""
+        data, self.pos = self.data[self.pos :], len(self.data)
+        return data
 
 
 def unpack(data: bytes, layers: str = "all", corrupt: str = "raise") -> Stream:
@@ -278,7 +312,7 @@ def unpack(data: bytes, layers: str = "all", corrupt: str = "raise") -> Stream:
         raise ValueError(f"layers must be 'all' or 'base', not {layers!r}")
     if corrupt not in ("raise", "mark"):
         raise ValueError(f"corrupt must be 'raise' or 'mark', not {corrupt!r}")
-    r = _Reader(data)
+    r = Reader(data)
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise BitstreamError(
             f"not a featcodec stream: starts with {bytes(data[:4])!r}, expected {MAGIC!r}"

@@ -53,7 +53,8 @@ def _check_finite(x: Tensor, what: str) -> None:
         raise InputError(f"motion: the {what} contains NaN or infinite values")
 
 
-def _check_stride(stride: object) -> int:
+def check_stride(stride: object) -> int:
+    """``stride`` as an int; InputError unless it is an integer >= 1."""
     if isinstance(stride, bool) or not isinstance(stride, Integral) or stride < 1:
         raise InputError(f"motion: the stride must be an integer >= 1, not {stride!r}")
     return int(stride)
@@ -77,7 +78,8 @@ def _check_theta(theta: object) -> Tensor:
     return theta
 
 
-def _check_size(size: object) -> tuple[int, int]:
+def check_size(size: object) -> tuple[int, int]:
+    """``size`` as ``(H, W)``; InputError unless it is two positive integers."""
     ok = isinstance(size, tuple | list) and len(size) == 2
     if not ok or not all(
         isinstance(n, Integral) and not isinstance(n, bool) and n >= 1 for n in size
@@ -126,12 +128,12 @@ def latent_flow(
     ``check=False`` skips the NaN/inf test (a host sync).
     """
     flow = _check_flow(flow)
-    s = _check_stride(stride)
+    s = check_stride(stride)
     if mode not in FLOW_MODES:
         raise InputError(f"motion: unknown flow sampling mode {mode!r}, expected {FLOW_MODES}")
     H, W = flow.shape[-2:]
     default = (-(-H // s), -(-W // s))
-    h, w = default if size is None else _check_size(size)
+    h, w = default if size is None else check_size(size)
     if check:
         _check_finite(flow, "flow")
     ct = _coord_dtype(flow.dtype)
@@ -155,7 +157,7 @@ def affine_flow(theta: Tensor, size: tuple[int, int], check: bool = True) -> Ten
     rotation) are such maps. The flow has theta's dtype (at least float32) and device.
     """
     theta = _check_theta(theta)
-    H, W = _check_size(size)
+    H, W = check_size(size)
     if check:
         _check_finite(theta, "theta")
     ct = _coord_dtype(theta.dtype)
@@ -176,7 +178,7 @@ def latent_affine(theta: Tensor, stride: int, check: bool = True) -> Tensor:
     ``x'_lat = A·x_lat + t/s``: the linear part stays, the translation is divided by ``s``.
     """
     theta = _check_theta(theta)
-    s = _check_stride(stride)
+    s = check_stride(stride)
     if check:
         _check_finite(theta, "theta")
     return torch.cat((theta[..., :2], theta[..., 2:] / s), dim=-1)

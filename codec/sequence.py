@@ -13,6 +13,16 @@ from featcodec.codec.errors import BitstreamError
 
 KIND_NAMES = {"I": "I-frame", "P": "P-frame"}
 
+MOTION_SOURCES = ("dis-flow", "dis-affine", "flow", "affine", "none")
+"""Where a P-frame's motion comes from: OpenCV DIS flow between the input frames (sent as a
+coarse flow field, or reduced to a robust global affine), a dense flow or affine the caller
+knows (metadata), or no motion (identity affine, the no-motion baseline). Plain strings, so
+that the command line offers them without importing torch."""
+
+KNOWN_MOTION_SOURCES = ("flow", "affine")
+"""The sources of :data:`MOTION_SOURCES` whose motion the caller supplies (metadata, which
+frames read from files do not carry)."""
+
 
 def frame_kinds(stream: Stream) -> list[str]:
     """ "I" or "P" for each frame of a sequence stream (frames are numbered 0..T−1), from the

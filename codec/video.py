@@ -1,8 +1,9 @@
 """Inter-frame coding of feature tensors: I-frames and motion-compensated P-frames.
 
 A P-frame's tensor is mostly the previous tensor, moved (:mod:`codec.motion`). The server
-predicts it from the last tensor it *decoded*, with the input motion the edge sent as side
-information (:mod:`codec.edge_motion`), and only the unpredictable part costs bits::
+predicts it from the last tensor it *decoded*, with the input motion the edge found and sent
+as side information (:mod:`codec.motion_estimation`, :mod:`codec.motion_side_info`), and only
+the unpredictable part costs bits::
 
     frame 0 (I):  x₀ ─front─▶ F₀ ─ intra codec (the base layer) ─▶ bits ─▶ F̂₀
     frame t (P):  motion v_t (metadata affine, or DIS flow of x_{t−1} → x_t) ─▶ side info
@@ -42,15 +43,6 @@ from featcodec.codec.bitstream import (
     split_prefixed,
     unpack,
 )
-from featcodec.codec.edge_motion import (
-    AffineMotion,
-    FlowMotion,
-    Motion,
-    MotionCoder,
-    estimate_flow,
-    global_affine,
-    latent_motion,
-)
 from featcodec.codec.errors import BitstreamError, InputError
 from featcodec.codec.facade import (
     Codec,
@@ -62,14 +54,12 @@ from featcodec.codec.facade import (
     save_checkpoint,
     weights_digest,
 )
+from featcodec.codec.latent_motion import latent_motion
 from featcodec.codec.motion import warp
+from featcodec.codec.motion_estimation import estimate_flow, global_affine
+from featcodec.codec.motion_side_info import AffineMotion, FlowMotion, Motion, MotionCoder
 from featcodec.codec.pframe import PFrameCodec
-from featcodec.codec.sequence import KIND_NAMES, frame_kinds
-
-MOTION_SOURCES = ("dis-flow", "dis-affine", "flow", "affine", "none")
-"""Where a P-frame's motion comes from: OpenCV DIS flow between the input frames (sent as a
-coarse flow field, or reduced to a robust global affine), a dense flow or affine the caller
-knows (metadata), or no motion (identity affine, the no-motion baseline)."""
+from featcodec.codec.sequence import KIND_NAMES, MOTION_SOURCES, frame_kinds
 
 DEFAULT_INTER: dict[str, Any] = {
     "N": 64,
@@ -118,7 +108,7 @@ class VideoCodec(nn.Module):
         intra: the intra codec (task network split + base layer).
         inter: architecture of the P-frame codec (:data:`DEFAULT_INTER` keys).
         motion: side-information settings (``block``, ``step``; see
-            :class:`codec.edge_motion.MotionCoder`).
+            :class:`codec.motion_side_info.MotionCoder`).
     """
 
     def __init__(
@@ -236,9 +226,9 @@ class VideoCodec(nn.Module):
         """Code frames (T, 3, H, W) in [0, 1] into one stream: frame ``t`` is an I-frame when
         ``t % intra_period == 0``, else a P-frame predicted from frame ``t − 1`` as decoded.
 
-        ``motion`` is one of :data:`MOTION_SOURCES`; ``flows`` (T, 2, H, W) / ``affines``
-        (T, 2, 3) give frame ``t``'s backward motion to frame ``t − 1`` for "flow" / "affine".
-        ``progress`` is called with each frame index once it is coded.
+        ``motion`` is one of :data:`codec.sequence.MOTION_SOURCES`; ``flows`` (T, 2, H, W) /
+        ``affines`` (T, 2, 3) give frame ``t``'s backward motion to frame ``t − 1`` for "flow" /
+        "affine". ``progress`` is called with each frame index once it is coded.
         """
         if isinstance(intra_period, bool) or not isinstance(intra_period, int) or intra_period < 1:
             raise InputError(f"the intra period must be an integer ≥ 1, not {intra_period!r}")

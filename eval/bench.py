@@ -389,7 +389,7 @@ def bench_pframe(
 def _pframe_times(codec: Any, x: Tensor, theta: Tensor, repeat: int) -> tuple[float, float, int]:
     """Median encode and decode times (ms) of frame ``x[1]`` as a P-frame on ``x[0]``, and its
     bytes (motion side information included)."""
-    from featcodec.codec.edge_motion import AffineMotion
+    from featcodec.codec.motion_side_info import AffineMotion
 
     size = tuple(x.shape[-2:])
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)

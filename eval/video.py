@@ -24,13 +24,12 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from featcodec.codec.edge_motion import camera_affine
 from featcodec.codec.errors import InputError
+from featcodec.codec.motion_estimation import camera_affine
+from featcodec.codec.sequence import MOTION_SOURCES
 from featcodec.codec.video import VideoCodec
 from featcodec.models.tasks import task_of
 from featcodec.training.pframe_module import frame_batch
-
-MOTION_SOURCES_EVAL = ("flow", "affine", "dis-flow", "dis-affine", "none")
 
 
 @dataclass
@@ -121,8 +120,8 @@ def evaluate_video(
     """Code ``clips`` (a dataset of ``SyntheticClips`` items) all-intra and, with each P-frame
     codec of ``codecs`` (behind the same intra codec), as video and (with ``no_motion``) as
     video without motion; returns the JSON-ready report."""
-    if motion not in MOTION_SOURCES_EVAL:
-        raise ValueError(f"unknown motion {motion!r}; expected one of {MOTION_SOURCES_EVAL}")
+    if motion not in MOTION_SOURCES:
+        raise ValueError(f"unknown motion {motion!r}; expected one of {MOTION_SOURCES}")
     codecs = [codecs] if isinstance(codecs, VideoCodec) else list(codecs)
     names = names or [f"codec {k}" for k in range(len(codecs))]
     if len({c.intra.fingerprint for c in codecs}) != 1:

@@ -8,17 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featcodec.codec.edge_motion import (
-    AffineMotion,
-    FlowMotion,
-    MotionCoder,
-    camera_affine,
-    estimate_flow,
-    global_affine,
-    latent_motion,
-)
 from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.latent_motion import latent_motion
 from featcodec.codec.motion import affine_flow, latent_flow, warp
+from featcodec.codec.motion_estimation import camera_affine, estimate_flow, global_affine
+from featcodec.codec.motion_side_info import AffineMotion, FlowMotion, MotionCoder
 from featcodec.training.datasets.synthetic import render_clip
 
 SIZE = 96

@@ -13,7 +13,7 @@ the uncompressed network's output, the default; "task": to the frame's ground tr
 Motion (``motion``): ``"flow"`` the clips' known dense flow sent as a coarse field,
 ``"affine"`` the known camera motion (metadata) sent as an affine, ``"dis-flow"`` /
 ``"dis-affine"`` motion estimated from the frames with OpenCV DIS (see
-:mod:`codec.edge_motion`).
+:mod:`codec.motion_estimation`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featcodec.codec.edge_motion import camera_affine
 from featcodec.codec.entropy import bits
 from featcodec.codec.facade import Codec
-from featcodec.codec.video import MOTION_SOURCES, VideoCodec
+from featcodec.codec.motion_estimation import camera_affine
+from featcodec.codec.sequence import MOTION_SOURCES
+from featcodec.codec.video import VideoCodec
 from featcodec.models.tasks import task_of
 from featcodec.training.losses import task_distortion
 from featcodec.training.optim import TrainsInTrainMode, layer_optimizers, layer_step

@@ -13,6 +13,7 @@ from typing import Any
 
 from featcodec.cli.common import load_codec, model_args, progress
 from featcodec.codec.errors import InputError
+from featcodec.codec.sequence import KNOWN_MOTION_SOURCES, MOTION_SOURCES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument(
         "--motion",
-        choices=["dis-flow", "dis-affine", "none"],
+        choices=[s for s in MOTION_SOURCES if s not in KNOWN_MOTION_SOURCES],
         default="dis-flow",
         help="video codecs: motion side information estimated at the edge with OpenCV DIS "
         "(a coarse flow field, or a robust global affine), or none",

@@ -18,6 +18,7 @@ from typing import Any
 
 from featcodec.cli.common import set_threads, threads_arg
 from featcodec.codec.errors import InputError
+from featcodec.codec.sequence import MOTION_SOURCES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -99,7 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     vi.add_argument(
         "--motion",
         default="flow",
-        choices=["flow", "affine", "dis-flow", "dis-affine", "none"],
+        choices=MOTION_SOURCES,
         help="side information: the clips' known flow or camera affine, or DIS-estimated",
     )
     vi.add_argument(

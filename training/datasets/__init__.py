@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from featcodec.training.datasets.batch import collate_clips, collate_scenes
 from featcodec.training.datasets.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_TRAIN_IDS,
@@ -22,8 +23,6 @@ from featcodec.training.datasets.synthetic import (
     SyntheticScenes,
     SyntheticScenesDataModule,
     amodal_mask,
-    collate_clips,
-    collate_scenes,
     item_seed,
     outline_inside,
     outline_radius,

@@ -63,6 +63,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import Cityscapes
 
 from featcodec.codec.errors import InputError
+from featcodec.training.datasets.batch import collate_scenes
 from featcodec.training.datasets.datamodule import SplitDataModule
 from featcodec.training.datasets.files import (
     one_line,
@@ -72,7 +73,6 @@ from featcodec.training.datasets.files import (
     require_file,
 )
 from featcodec.training.datasets.resize import Fit, SizeArg, as_size, resize_item
-from featcodec.training.datasets.synthetic import collate_scenes
 
 IGNORE_INDEX = 255
 """Train id of every pixel that is not one of the 19 evaluated classes."""

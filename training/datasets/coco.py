@@ -42,10 +42,10 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CocoDetection
 
 from featcodec.codec.errors import InputError
+from featcodec.training.datasets.batch import collate, collate_scenes
 from featcodec.training.datasets.datamodule import SplitDataModule
 from featcodec.training.datasets.files import one_line, require_dir, require_file, to_float_rgb
 from featcodec.training.datasets.resize import Fit, SizeArg, as_size, resize_item
-from featcodec.training.datasets.synthetic import collate_scenes
 
 _LIST_FIELDS = frozenset({"image", "boxes", "box_labels"})
 
@@ -54,14 +54,7 @@ def collate_detection(batch: Sequence[dict[str, Tensor]]) -> dict[str, Tensor | 
     """Batch detection items of any sizes: ``image``, ``boxes`` and ``box_labels`` become
     lists of length B (images ``(3, H_b, W_b)``, as torchvision's detection models take
     them); ``index`` and ``image_id`` are stacked to ``(B,)``."""
-    if not batch:
-        raise ValueError("cannot collate an empty batch")
-    return {
-        key: [item[key] for item in batch]
-        if key in _LIST_FIELDS
-        else torch.stack([item[key] for item in batch])
-        for key in batch[0]
-    }
+    return collate(batch, _LIST_FIELDS)
 
 
 def coco_boxes(

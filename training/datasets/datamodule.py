@@ -1,4 +1,8 @@
-"""A Lightning data module over the named splits of an on-disk dataset.
+"""Lightning data modules: loaders over three datasets, and the named splits of an on-disk one.
+
+``SetsDataModule`` makes the train / val / test loaders of ``train_set`` / ``val_set`` /
+``test_set`` (created by ``setup(stage)`` on first use), batched by ``batch_function()``; the
+synthetic data modules and ``SplitDataModule`` build on it.
 
 Each real-data module (``ImageFolderDataModule``, ``CocoDataModule``,
 ``CityscapesDataModule``, ``VideoFramesDataModule``) subclasses ``SplitDataModule`` with the
@@ -46,7 +50,59 @@ class _Collate:
             ) from None
 
 
-class SplitDataModule(pl.LightningDataModule):
+class SetsDataModule(pl.LightningDataModule):
+    """Train / val / test loaders over ``train_set``, ``val_set`` and ``test_set``, which a
+    subclass creates in ``setup(stage)`` (called here when a set is missing), batched by its
+    ``batch_function()``; ``batch_size`` and ``num_workers`` are the subclass's attributes."""
+
+    batch_size: int
+    num_workers: int
+    train_set: Dataset | None
+    val_set: Dataset | None
+    test_set: Dataset | None
+
+    def batch_function(self) -> Callable[[Sequence[dict[str, Any]]], dict[str, Any]]:
+        """The function that batches a list of items."""
+        raise NotImplementedError
+
+    def collate_fn(self) -> Callable[[Sequence[dict[str, Any]]], dict[str, Any]]:
+        """What the loaders batch with: ``batch_function()`` itself."""
+        return self.batch_function()
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            collate_fn=self.collate_fn(),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches; the last one may be short."""
+        if self.train_set is None:
+            self.setup("fit")
+        assert self.train_set is not None
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        if self.val_set is None:
+            self.setup("validate")
+        assert self.val_set is not None
+        return self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in a fixed order."""
+        if self.test_set is None:
+            self.setup("test")
+        assert self.test_set is not None
+        return self._loader(self.test_set, shuffle=False)
+
+
+class SplitDataModule(SetsDataModule):
     """Train / val / test loaders over ``make_dataset(split)``; see the module docstring."""
 
     def __init__(
@@ -79,10 +135,6 @@ class SplitDataModule(pl.LightningDataModule):
         """The dataset of ``split``."""
         raise NotImplementedError
 
-    def batch_function(self) -> Callable[[Sequence[dict[str, Any]]], dict[str, Any]]:
-        """The function that batches a list of items."""
-        raise NotImplementedError
-
     # -- splits -----------------------------------------------------------------------------
 
     def _held_out(self) -> tuple[Dataset, Dataset]:
@@ -109,36 +161,14 @@ class SplitDataModule(pl.LightningDataModule):
         if stage in (None, "test") and self.test_set is None and self.test_split is not None:
             self.test_set = self.make_dataset(self.test_split)
 
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=False,
-            num_workers=self.num_workers,
-            collate_fn=_Collate(self.batch_function()),
-            persistent_workers=self.num_workers > 0,
-        )
+    # -- loaders ----------------------------------------------------------------------------
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches; the last one may be short."""
-        if self.train_set is None:
-            self.setup("fit")
-        assert self.train_set is not None
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        if self.val_set is None:
-            self.setup("validate")
-        assert self.val_set is not None
-        return self._loader(self.val_set, shuffle=False)
+    def collate_fn(self) -> Callable[[Sequence[dict[str, Any]]], dict[str, Any]]:
+        """``batch_function()``, reporting items of mixed sizes as an ``InputError``."""
+        return _Collate(self.batch_function())
 
     def test_dataloader(self) -> DataLoader:
         """Test batches in a fixed order (needs ``test_split``)."""
         if self.test_split is None:
             raise InputError(f"{type(self).__name__}: no test_split configured")
-        if self.test_set is None:
-            self.setup("test")
-        assert self.test_set is not None
-        return self._loader(self.test_set, shuffle=False)
+        return super().test_dataloader()

@@ -32,10 +32,10 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 
 from featcodec.codec.errors import InputError
+from featcodec.training.datasets.batch import collate_scenes
 from featcodec.training.datasets.datamodule import SplitDataModule
 from featcodec.training.datasets.files import read_rgb, require_dir, visible_entries
 from featcodec.training.datasets.resize import Fit, SizeArg, as_size, resize_item
-from featcodec.training.datasets.synthetic import collate_scenes
 
 
 def class_folders(root: str | Path) -> list[str]:

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from featcodec.codec.errors import InputError
+from featcodec.training.datasets.batch import collate
 from featcodec.training.datasets.datamodule import SplitDataModule
 from featcodec.training.datasets.files import (
     IMAGE_SUFFIXES,
@@ -68,14 +69,7 @@ class FrameClip:
 def collate_frames(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack ``frames`` to (B, T, 3, H, W) and ``index`` / ``start`` to (B,); ``name`` becomes
     a list of B strings."""
-    if not batch:
-        raise ValueError("cannot collate an empty batch")
-    return {
-        key: [item[key] for item in batch]
-        if key == "name"
-        else torch.stack([item[key] for item in batch])
-        for key in batch[0]
-    }
+    return collate(batch, ("name",))
 
 
 def _clip(name: str, folder: Path, frames: list[Path]) -> FrameClip:

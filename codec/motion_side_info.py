@@ -1,26 +1,12 @@
-"""Motion at the edge: where a P-frame's motion comes from, and how it is sent.
+"""Motion side information: the format in which a P-frame's motion travels to the server.
 
-The video codec predicts a frame's feature tensor by warping the previous decoded tensor with
-the *input* motion rescaled by the layer's stride (:mod:`codec.motion`). That motion has to be
-found on the edge device and sent to the server as side information, ahead of the tensor
-residual. Every flow and affine here follows :mod:`codec.motion`'s conventions: backward
-motion (``target(p) = reference(p + flow(p))``), flows ``(B, 2, H, W)`` with channel 0 = x,
-pixel ``(i, j)`` centred at ``(j + 0.5, i + 0.5)``, an affine ``theta`` mapping target points
-to reference points.
+The edge finds a frame's motion (:mod:`codec.motion_estimation`), :class:`MotionCoder`
+quantizes and writes it; the server decodes exactly the quantized motion and samples it at
+the feature tensor's positions (:mod:`codec.latent_motion`)::
 
-Sources
--------
-* **Metadata affine** — when the camera motion is known (a gimbal, a pan–tilt–zoom
-  controller, or the synthetic clips' ``camera`` field), :func:`camera_affine` turns it into
-  the backward affine from frame ``t`` to frame ``t − 1``. No image analysis at all.
-* **Optical flow** — :func:`estimate_flow` runs OpenCV's DIS optical flow (Kroeger et al.,
-  "Fast Optical Flow using Dense Inverse Search", ECCV 2016) on 8-bit grayscale frames. The
-  dense flow is either reduced to a robust global affine (:func:`global_affine`: RANSAC over
-  a sparse grid of flow vectors, so independently moving objects are outliers) or sent as a
-  coarse block-averaged flow (:meth:`MotionCoder.coarse`), which also carries object motion.
+    edge:    affine theta / coarse flow ─ quantize ─▶ symbols ─ encode ─▶ payload (bytes)
+    server:  payload ─ decode ─▶ AffineMotion | FlowMotion  (== quantize's result, bit-exact)
 
-Side information
-----------------
 :class:`MotionCoder` writes one self-contained payload per P-frame (its length comes from the
 container). ``varint`` is unsigned LEB128 (minimal, at most 10 bytes); ``zigzag`` maps
 ``0, −1, 1, −2, …`` to ``0, 1, 2, 3, …``::
@@ -65,45 +51,26 @@ import math
 from dataclasses import dataclass
 from numbers import Integral
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featcodec.codec.bitstream import varint
+from featcodec.codec.bitstream import Reader, varint, zigzag
 from featcodec.codec.entropy import GaussianCoder
 from featcodec.codec.errors import BitstreamError, InputError
-from featcodec.codec.motion import _check_size, _check_stride, affine_flow, latent_affine
+from featcodec.codec.motion import check_size
 
-__all__ = [
-    "AffineMotion",
-    "FlowMotion",
-    "Motion",
-    "MotionCoder",
-    "camera_affine",
-    "estimate_flow",
-    "global_affine",
-    "latent_motion",
-]
+__all__ = ["AffineMotion", "FlowMotion", "Motion", "MotionCoder"]
 
 KIND_AFFINE = 1
 KIND_FLOW = 2
-
-DIS_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
-MIN_FLOW_SIZE = 12  # px: DIS refuses smaller frames
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
 
 # Limits that make a decoded value "absurd" (and that the encoder refuses to produce).
 MAX_LINEAR = 4.0  # |A − I| entries
 MAX_TRANSLATION = float(1 << 18)  # px
 FLOW_LIMIT_EXTENTS = 2  # |coarse flow| ≤ this many times the grid's larger extent, in px
 MAX_SYMBOL = 1 << 20  # |coarse-flow symbol|: residuals (≤ 4×) fit compressai's int32
-_VARINT_BYTES = 10
 _AFFINE_RANGE = (
     f"edge motion: the affine is out of range (|A − I| ≤ {MAX_LINEAR:g}, "
     f"|t| ≤ {MAX_TRANSLATION:g} px)"
@@ -115,149 +82,6 @@ SCALE_LEVELS = 23  # σ from 0.11 to 225
 MODE_GRADIENT = 64
 MODE_CONSTANT = 255
 _SCALES = tuple(SCALE_MIN * 2.0 ** (k / 2) for k in range(SCALE_LEVELS))
-
-
-# ---------------------------------------------------------------------------------------------
-# Motion sources
-# ---------------------------------------------------------------------------------------------
-
-
-def _frames(x: object, what: str) -> Tensor:
-    if not isinstance(x, Tensor) or x.dim() not in (3, 4) or x.shape[-3] != 3:
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise InputError(f"edge motion: the {what} must be (3, H, W) or (B, 3, H, W), not {shape}")
-    if not x.is_floating_point():
-        raise InputError(f"edge motion: the {what} must be a float image in [0, 1], not {x.dtype}")
-    x = x if x.dim() == 4 else x.unsqueeze(0)
-    if not bool(torch.isfinite(x).all()):
-        raise InputError(f"edge motion: the {what} contains NaN or infinite values")
-    return x
-
-
-def _gray8(x: Tensor) -> np.ndarray:
-    """8-bit BT.601 luma ``(B, H, W)`` of RGB frames ``(B, 3, H, W)`` in [0, 1]."""
-    w = torch.tensor(GRAY_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
-    luma = (x.detach().to("cpu", torch.float32) * w).sum(dim=1)
-    return luma.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).numpy()
-
-
-def estimate_flow(reference: Tensor, target: Tensor, preset: str = "medium") -> Tensor:
-    """Backward optical flow from ``target`` to ``reference`` with OpenCV's DIS.
-
-    Args:
-        reference, target: frames ``(3, H, W)`` or ``(B, 3, H, W)``, float RGB in [0, 1]
-            (values outside are clipped), at least 12 px on each side.
-        preset: DIS preset, ``"ultrafast"``, ``"fast"`` or ``"medium"``.
-
-    Returns:
-        ``(B, 2, H, W)`` float32 on ``reference``'s device, in input pixels, such that
-        ``target(p) ≈ reference(p + flow(p))`` (the :mod:`codec.motion` convention). DIS
-        computes ``I0(p) ≈ I1(p + flow(p))``, so ``I0`` is the target and ``I1`` the reference.
-    """
-    if preset not in DIS_PRESETS:
-        raise InputError(
-            f"edge motion: unknown DIS preset {preset!r}, expected {tuple(DIS_PRESETS)}"
-        )
-    ref = _frames(reference, "reference")
-    tgt = _frames(target, "target")
-    if ref.shape != tgt.shape:
-        raise InputError(
-            f"edge motion: the reference {tuple(ref.shape)} and target {tuple(tgt.shape)} differ"
-        )
-    H, W = ref.shape[-2:]
-    if min(H, W) < MIN_FLOW_SIZE:
-        raise InputError(f"edge motion: frames of {H}×{W} px are too small for DIS (min 12)")
-    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
-    flows = [dis.calc(t, r, None) for r, t in zip(_gray8(ref), _gray8(tgt), strict=True)]
-    flow = torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous()
-    return flow.to(device=reference.device, dtype=torch.float32)
-
-
-def _translation(dx: float, dy: float) -> np.ndarray:
-    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
-
-
-def global_affine(flow: Tensor, step: int = 4, threshold: float = 1.0) -> Tensor:
-    """A robust global affine ``(B, 2, 3)`` fitted to a dense backward ``flow`` (B, 2, H, W).
-
-    The flow is sampled at the centres of every ``step``-th pixel (starting ``step // 2`` px
-    in), each sample giving a correspondence ``p ↦ p + flow(p)``, and
-    ``cv2.estimateAffine2D`` fits a full affine with RANSAC (reprojection threshold
-    ``threshold`` px) followed by its Levenberg–Marquardt refinement on the inliers. The
-    result maps target points to reference points in continuous coordinates (centres at
-    +0.5), so ``codec.motion.affine_flow(theta, (H, W))`` reproduces the dominant motion.
-
-    Fallback: when RANSAC finds no model (fewer than three samples, degenerate geometry) or a
-    non-finite one, the result is the pure translation by the mean sampled flow. The result
-    is float32 on ``flow``'s device.
-    """
-    if not isinstance(flow, Tensor) or flow.dim() != 4 or flow.shape[1] != 2:
-        shape = tuple(flow.shape) if isinstance(flow, Tensor) else type(flow).__name__
-        raise InputError(f"edge motion: the flow must have shape (B, 2, H, W), not {shape}")
-    if not flow.is_floating_point():
-        raise InputError(f"edge motion: the flow must be a floating-point tensor, not {flow.dtype}")
-    if isinstance(step, bool) or not isinstance(step, Integral) or step < 1:
-        raise InputError(f"edge motion: the sampling step must be an integer >= 1, not {step!r}")
-    if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold > 0):
-        raise InputError(f"edge motion: the RANSAC threshold must be > 0, not {threshold!r}")
-    if not bool(torch.isfinite(flow).all()):
-        raise InputError("edge motion: the flow contains NaN or infinite values")
-    H, W = flow.shape[-2:]
-    s = int(step)
-    rows, cols = np.arange(s // 2, H, s), np.arange(s // 2, W, s)
-    if len(rows) == 0:
-        rows = np.arange(H // 2, H // 2 + 1)
-    if len(cols) == 0:
-        cols = np.arange(W // 2, W // 2 + 1)
-    yy, xx = np.meshgrid(rows + 0.5, cols + 0.5, indexing="ij")
-    src = np.stack([xx.reshape(-1), yy.reshape(-1)], axis=1)  # (N, 2) x, y
-    f64 = flow.detach().to("cpu", torch.float64)
-    sampled = f64[:, :, torch.from_numpy(rows)][:, :, :, torch.from_numpy(cols)].numpy()
-    thetas = []
-    for f in sampled:
-        disp = f.reshape(2, -1).T  # (N, 2)
-        model = None
-        if len(src) >= 3:
-            model, _ = cv2.estimateAffine2D(
-                src, src + disp, method=cv2.RANSAC, ransacReprojThreshold=float(threshold)
-            )
-        if model is None or not np.isfinite(model).all():
-            model = _translation(*disp.mean(axis=0).tolist())
-        thetas.append(model)
-    return torch.from_numpy(np.stack(thetas)).to(device=flow.device, dtype=torch.float32)
-
-
-def camera_affine(camera: Tensor, t: int) -> Tensor:
-    """The backward affine ``(2, 3)`` float32 from frame ``t`` to frame ``t − 1`` of a
-    synthetic clip, ``cam_{t−1} ∘ cam_t⁻¹``, from its ``camera`` metadata ``(T, 2, 3)``
-    (frame-0 → frame-``t`` pixel maps of static points).
-
-    ``training.datasets.synthetic`` renders pixel ``(i, j)`` at its centre ``(j + 0.5,
-    i + 0.5)`` and rotates and scales about ``(W/2, H/2)`` in those coordinates: the same
-    continuous coordinates as :mod:`codec.motion`, so no conversion is needed.
-    """
-    if not isinstance(camera, Tensor) or camera.dim() != 3 or tuple(camera.shape[1:]) != (2, 3):
-        shape = tuple(camera.shape) if isinstance(camera, Tensor) else type(camera).__name__
-        raise InputError(f"edge motion: the camera must have shape (T, 2, 3), not {shape}")
-    if isinstance(t, bool) or not isinstance(t, Integral) or not 1 <= t < camera.shape[0]:
-        raise InputError(
-            f"edge motion: frame {t!r} has no previous frame in a {camera.shape[0]}-frame camera"
-        )
-    cams = camera.detach().to("cpu", torch.float64).numpy()
-    if not np.isfinite(cams).all():
-        raise InputError("edge motion: the camera contains NaN or infinite values")
-    last = np.array([[0.0, 0.0, 1.0]])
-    current = np.concatenate([cams[t], last])
-    previous = np.concatenate([cams[t - 1], last])
-    if abs(np.linalg.det(current)) < 1e-12:
-        raise InputError(f"edge motion: the camera map of frame {t} is not invertible")
-    theta = previous @ np.linalg.inv(current)
-    return torch.from_numpy(theta[:2]).to(torch.float32)
-
-
-# ---------------------------------------------------------------------------------------------
-# Motion side information
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -277,6 +101,7 @@ class FlowMotion:
 
 
 Motion = AffineMotion | FlowMotion
+"""What one P-frame's side information carries."""
 
 
 def _valid_mode(mode: int) -> bool:
@@ -291,41 +116,13 @@ def _grid_check(hb: int, wb: int) -> int:
     return 16 * (hb % 16) + wb % 16
 
 
-def _zigzag(n: int) -> int:
-    return 2 * n if n >= 0 else -2 * n - 1
+class _PayloadReader(Reader):
+    """Reads the fields of one payload: varints of at most 10 bytes, minimal ones only."""
 
-
-def _unzigzag(z: int) -> int:
-    return z >> 1 if z % 2 == 0 else -((z + 1) >> 1)
-
-
-class _Reader:
-    """Reads the fields of one payload; every failure is a one-line BitstreamError."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def byte(self, what: str) -> int:
-        if self.pos >= len(self.data):
-            raise BitstreamError(f"motion side information: truncated inside the {what}")
-        self.pos += 1
-        return self.data[self.pos - 1]
-
-    def signed(self, what: str) -> int:
-        value = 0
-        for k in range(_VARINT_BYTES):
-            b = self.byte(what)
-            value |= (b & 0x7F) << (7 * k)
-            if not b & 0x80:
-                if b == 0 and k > 0:
-                    raise BitstreamError(f"motion side information: non-minimal varint ({what})")
-                return _unzigzag(value)
-        raise BitstreamError(f"motion side information: the {what} varint is too long")
-
-    def rest(self) -> bytes:
-        data, self.pos = self.data[self.pos :], len(self.data)
-        return data
+    max_varint_bytes = 10
+    truncated = "motion side information: truncated inside the {what}"
+    too_long = "motion side information: the {what} varint is too long"
+    non_minimal = "motion side information: non-minimal varint ({what})"
 
 
 def _bits(residuals: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -403,7 +200,7 @@ class MotionCoder:
 
     def grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """The coarse grid ``(⌈H/block⌉, ⌈W/block⌉)`` of an input of ``input_size``."""
-        H, W = _check_size(input_size)
+        H, W = check_size(input_size)
         return -(-H // self.block), -(-W // self.block)
 
     # -- coarse flow -------------------------------------------------------------------------
@@ -513,7 +310,7 @@ class MotionCoder:
         """The side-information payload of ``motion`` (see the module docstring)."""
         if isinstance(motion, AffineMotion):
             q = self._affine_symbols(motion)
-            return bytes([KIND_AFFINE]) + b"".join(varint(_zigzag(v)) for v in q)
+            return bytes([KIND_AFFINE]) + b"".join(varint(zigzag(v)) for v in q)
         if isinstance(motion, FlowMotion):
             return self._encode_flow(self._flow_symbols(motion))
         raise InputError(f"edge motion: cannot code a {type(motion).__name__}")
@@ -524,8 +321,8 @@ class MotionCoder:
         grid = self.grid(input_size)
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise InputError(f"edge motion: a payload must be bytes, not {type(payload).__name__}")
-        reader = _Reader(bytes(payload))
-        kind = reader.byte("kind")
+        reader = _PayloadReader(bytes(payload))
+        kind = reader.u8("kind")
         if kind == KIND_AFFINE:
             names = ("a00", "a01", "a10", "a11", "tx", "ty")
             q = [reader.signed(f"affine {n}") for n in names]
@@ -554,7 +351,7 @@ class MotionCoder:
         for predictor, centre, r in candidates:
             bits = _bits(r, np.array(_SCALES))
             k = int(np.argmin(bits))
-            cost = float(bits[k]) + 8 * len(varint(_zigzag(centre)))
+            cost = float(bits[k]) + 8 * len(varint(zigzag(centre)))
             if best is None or cost < best[0]:
                 best = (cost, predictor + k, centre, r)
         assert best is not None
@@ -576,7 +373,7 @@ class MotionCoder:
         for channel in q:
             mode, centre, r = self._choose(channel)
             head.append(mode)
-            head += varint(_zigzag(centre))
+            head += varint(zigzag(centre))
             if mode != MODE_CONSTANT:
                 residuals.append(r)
                 modes.append(mode)
@@ -584,9 +381,9 @@ class MotionCoder:
             return bytes(head)
         return bytes(head) + self._code_residuals(residuals, modes)
 
-    def _decode_flow(self, reader: _Reader, grid: tuple[int, int]) -> np.ndarray:
+    def _decode_flow(self, reader: _PayloadReader, grid: tuple[int, int]) -> np.ndarray:
         hb, wb = grid
-        check = reader.byte("grid check")
+        check = reader.u8("grid check")
         if check != _grid_check(hb, wb):
             raise BitstreamError(
                 f"motion side information: the coarse flow's grid does not match the "
@@ -595,7 +392,7 @@ class MotionCoder:
         limit = self._symbol_limit(hb, wb)
         header = []
         for axis in "xy":
-            mode = reader.byte(f"{axis} mode")
+            mode = reader.u8(f"{axis} mode")
             if not _valid_mode(mode):
                 raise BitstreamError(f"motion side information: invalid {axis} channel mode {mode}")
             centre = reader.signed(f"{axis} centre")
@@ -636,57 +433,3 @@ class MotionCoder:
         if np.abs(q).max() > limit:
             raise BitstreamError("motion side information: the coarse flow is out of range")
         return q
-
-
-# ---------------------------------------------------------------------------------------------
-# Motion of a latent tensor
-# ---------------------------------------------------------------------------------------------
-
-
-def latent_motion(
-    motion: Motion, stride: int, size: tuple[int, int], input_size: tuple[int, int]
-) -> Tensor:
-    """The backward flow ``(1, 2, h, w)`` in latent pixels of a stride-``stride`` tensor of
-    spatial ``size`` ``(h, w)``, for an input of ``input_size`` ``(H, W)``.
-
-    An affine goes through ``affine_flow(latent_affine(theta, stride), size)`` (exact at every
-    latent centre). A coarse flow is sampled bilinearly at the latent centres
-    ``stride·(j + 0.5)`` input px, coarse cell ``k`` having its centre at ``block·(k + 0.5)``
-    (border values beyond the outer centres), and divided by the stride. The result is float32
-    on the CPU; callers move it.
-    """
-    s = _check_stride(stride)
-    h, w = _check_size(size)
-    H, W = _check_size(input_size)
-    if isinstance(motion, AffineMotion):
-        theta = motion.theta
-        if not isinstance(theta, Tensor) or tuple(theta.shape) != (2, 3):
-            raise InputError("edge motion: an affine theta must have shape (2, 3)")
-        theta = theta.detach().to("cpu", torch.float32).unsqueeze(0)
-        return affine_flow(latent_affine(theta, s), (h, w))
-    if isinstance(motion, FlowMotion):
-        f = motion.flow
-        if not isinstance(f, Tensor) or f.dim() != 3 or f.shape[0] != 2:
-            raise InputError("edge motion: a coarse flow must have shape (2, hb, wb)")
-        b = motion.block
-        if isinstance(b, bool) or not isinstance(b, Integral) or b < 1:
-            raise InputError(f"edge motion: the block must be an integer >= 1, not {b!r}")
-        if not f.is_floating_point():
-            raise InputError(f"edge motion: the coarse flow must be floating-point, not {f.dtype}")
-        hb, wb = f.shape[-2:]
-        if (hb, wb) != (-(-H // b), -(-W // b)):
-            raise InputError(
-                f"edge motion: a {hb}×{wb} grid of {b} px blocks does not cover a {H}×{W} input"
-            )
-        f = f.detach().to("cpu", torch.float32).unsqueeze(0)
-        if not bool(torch.isfinite(f).all()):
-            raise InputError("edge motion: the coarse flow contains NaN or infinite values")
-        # latent centre x = s·(j + 0.5) input px  ↦  grid_sample coordinate 2x/(block·wb) − 1
-        gx = (torch.arange(w, dtype=torch.float64) + 0.5) * (2.0 * s / (b * wb)) - 1.0
-        gy = (torch.arange(h, dtype=torch.float64) + 0.5) * (2.0 * s / (b * hb)) - 1.0
-        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1).to(torch.float32)
-        out = F.grid_sample(
-            f, grid.unsqueeze(0), mode="bilinear", padding_mode="border", align_corners=False
-        )
-        return out / s
-    raise InputError(f"edge motion: unknown motion {type(motion).__name__}")
