@@ -71,7 +71,7 @@ def _grad_norm(params) -> float:
 def test_beta_shapes_the_representation_only_when_positive(batch) -> None:
     for beta, shapes in ((0.01, True), (0.0, False)):
         module = _module(beta)
-        rd, _ = module._losses(batch)
+        rd, _ = module.compute_loss(batch)
         assert rd.reconstruction is not None
         base = module.codec.base
         base.zero_grad()
@@ -92,12 +92,12 @@ def test_preview_improves_in_a_short_run(batch) -> None:
 
     def recon() -> float:
         with torch.no_grad():
-            return float(module._losses(batch)[0].reconstruction)
+            return float(module.compute_loss(batch)[0].reconstruction)
 
     before = recon()
     module.codec.train()
     for _ in range(60):
-        rd, _ = module._losses(batch)
+        rd, _ = module.compute_loss(batch)
         opt.zero_grad()
         rd.loss.backward()
         opt.step()

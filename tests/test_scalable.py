@@ -193,13 +193,13 @@ def test_enhancement_training_lowers_the_loss_and_keeps_the_base(
     x = batch["image"]
     module.eval()
     with torch.no_grad():
-        before = float(module._losses(batch)[0]["loss"])
+        before = float(module.compute_loss(batch)[0]["loss"])
     data = SyntheticScenesDataModule(image_size=32, train_size=16, val_size=8, batch_size=8)
     trainer = quiet_trainer(epochs=8)
     trainer.fit(module, data)
     module.eval()
     with torch.no_grad():
-        assert float(module._losses(batch)[0]["loss"]) < before
+        assert float(module.compute_loss(batch)[0]["loss"]) < before
     assert module.codec.fingerprint == base.fingerprint  # the base never moved
     path = tmp_path / "scalable.ckpt"
     trainer.save_checkpoint(path)

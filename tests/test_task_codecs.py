@@ -77,11 +77,11 @@ def test_codec_training_for_the_task_lowers_its_loss(task, task_checkpoints, dat
     assert module.codec.arch["task"] == task
     module.eval()  # detection: the loss pass is forced into training mode, the rest stays eval
     with torch.no_grad():
-        before = float(module._losses(batch)[0].loss)
+        before = float(module.compute_loss(batch)[0].loss)
     _trainer(20).fit(module, data)
     module.eval()
     with torch.no_grad():
-        after = float(module._losses(batch)[0].loss)
+        after = float(module.compute_loss(batch)[0].loss)
     assert after < before
     # the frozen task network did not move, batch norms included
     reloaded = _module(task, task_checkpoints[task])

@@ -68,7 +68,7 @@ def test_codec_training_lowers_the_loss(task_checkpoint, data, fixed_batch, dist
     def loss() -> float:
         module.eval()
         with torch.no_grad():
-            rd, _ = module._losses(fixed_batch)
+            rd, _ = module.compute_loss(fixed_batch)
         return float(rd.loss)
 
     before = loss()
@@ -154,18 +154,22 @@ def test_real_bytes_match_the_estimate_on_a_trained_codec(task_checkpoint) -> No
 
 
 def test_cached_frozen_outputs_equal_recomputed_ones(task_checkpoint, fixed_batch) -> None:
+    from featcodec.training.callbacks import FrozenFeatureCache
+
     module = _codec_module(task_checkpoint, cache_frozen=True).eval()
-    first = module._frozen_outputs(fixed_batch, cache=True)
-    assert len(module._frozen) == 16
+    cache = next(c for c in module.configure_callbacks() if isinstance(c, FrozenFeatureCache))
+    module.frozen_cache = cache  # what the callback's setup does
+    first = module.frozen_outputs(fixed_batch, cache=True)
+    assert len(cache.items) == 16
     image = fixed_batch["image"].clone()
     fixed_batch["image"].zero_()  # the cache, not the images, must now supply the outputs
     try:
-        cached = module._frozen_outputs(fixed_batch, cache=True)
+        cached = module.frozen_outputs(fixed_batch, cache=True)
     finally:
         fixed_batch["image"].copy_(image)
     for a, b in zip(first, cached, strict=True):
         torch.testing.assert_close(a, b)
-    uncached = module._frozen_outputs(fixed_batch, cache=False)
+    uncached = module.frozen_outputs(fixed_batch, cache=False)
     for a, b in zip(first, uncached, strict=True):
         torch.testing.assert_close(a, b)
 

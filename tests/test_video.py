@@ -70,7 +70,7 @@ def trained(intra_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) ->
     data = SyntheticClipsDataModule(image_size=SIZE, num_frames=3, train_size=48, batch_size=8)
     batch = next(iter(data.train_dataloader()))
     with torch.no_grad():
-        before = float(module.eval()._losses(batch)[0]["loss"])
+        before = float(module.eval().compute_loss(batch)[0]["loss"])
     quiet_trainer(steps=2 * 30).fit(module, datamodule=data)
     path = tmp_path_factory.mktemp("video") / "pframe.ckpt"
     module.codec.save(path)
@@ -86,7 +86,7 @@ def codec(trained: tuple) -> VideoCodec:
 def test_training_lowers_the_loss(trained: tuple) -> None:
     module, before, batch, _ = trained
     with torch.no_grad():
-        after = float(module._losses(batch)[0]["loss"])
+        after = float(module.compute_loss(batch)[0]["loss"])
     assert after < 0.95 * before
 
 

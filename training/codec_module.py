@@ -1,25 +1,29 @@
 """Lightning module that trains a base-layer codec in front of a frozen task network.
 
-Loss ``λ·d_task + R`` (see :mod:`training.losses`). The codec's main parameters and the
-factorized model's quantiles (its aux loss) have separate optimizers. Checkpoints carry the
-architecture, so ``featcodec encode/decode`` rebuild the codec from the file alone.
+It only wires the codec to its loss, ``λ·d_task + R`` (see :mod:`training.losses`), and its
+optimizers: the codec's main parameters and the factorized model's quantiles (its aux loss)
+have separate optimizers. Real-rate validation, the RD figure and the feature cache are
+callbacks (:mod:`training.callbacks`); the task metric is the task's ``torchmetrics`` metric
+and every logged figure is synchronised over processes, so they are right on several GPUs.
+Checkpoints carry the architecture, so ``featcodec encode/decode`` rebuild the codec from the
+file alone.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
-from matplotlib.figure import Figure
 from torch import Tensor
 
 from featcodec.codec.errors import CheckpointError
-from featcodec.codec.facade import Codec
+from featcodec.codec.facade import Codec, CodecOutput
 from featcodec.models.tasks import get_task
-from featcodec.training.losses import Distortion, rate_distortion
+from featcodec.training.callbacks import FrozenFeatureCache, RDTrajectory, RealRateValidation
+from featcodec.training.losses import Distortion, RDLoss, rate_distortion
 from featcodec.training.optim import TrainsInTrainMode, layer_optimizers, layer_step
 from featcodec.training.task import load_task_network, task_arch
 
@@ -112,10 +116,8 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
                 rank_zero_warn("training a codec in front of an untrained task network")
             net = self.task.build(backbone, backbone_weights, num_classes, **options)
         self.codec = Codec.from_split(arch, self.task.split(net, split_at, backbone))
-        self._frozen: dict[int, tuple[Tensor, Tensor | None]] = {}
-        self._val: dict[str, int] = {"bytes": 0, "pixels": 0}
-        self._metric = self.task.metric(num_classes)
-        self._rd_history: list[tuple[int, float, float]] = []
+        self.val_metric = self.task.metric(num_classes)
+        self.frozen_cache: FrozenFeatureCache | None = None  # set by the callback
         if init_codec is not None:
             start = Codec.from_checkpoint(init_codec)
             if start.arch != self.codec.arch:
@@ -126,28 +128,40 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.codec(x).output
 
-    def _frozen_outputs(self, batch: dict[str, Any], cache: bool) -> tuple[Tensor, Any]:
+    def configure_callbacks(self) -> list[Callback]:
+        """Real-rate validation and its RD figure (``real_rate``), the feature cache
+        (``cache_frozen``): side work, in :mod:`training.callbacks`."""
+        callbacks: list[Callback] = []
+        if self.hparams.real_rate:
+            callbacks += [RealRateValidation(), RDTrajectory(self.task.metric_name)]
+        if self.hparams.cache_frozen:
+            callbacks.append(FrozenFeatureCache())
+        return callbacks
+
+    def frozen_outputs(self, batch: dict[str, Any], cache: bool = False) -> tuple[Tensor, Any]:
         """Features of the frozen front and the uncompressed task output, ``(F, teacher)``
-        (no teacher for a task without distillation: a detector trains on its own losses)."""
-        keys = batch["index"].tolist() if cache and "index" in batch else None
-        if keys is not None and all(k in self._frozen for k in keys):
-            f = torch.stack([self._frozen[k][0] for k in keys]).to(self.device)
-            if not self.task.distillable:
-                return f, None
-            return f, torch.stack([self._frozen[k][1] for k in keys]).to(self.device)
+        (no teacher for a task without distillation: a detector trains on its own losses);
+        with ``cache``, from and into the :class:`~training.callbacks.FrozenFeatureCache`."""
+        store = self.frozen_cache if cache else None
+        found = store.lookup(batch, self.device) if store is not None else None
+        if found is not None:
+            return found
         f = self.codec.features(batch["image"])
         teacher = None
         if self.task.distillable:
             with torch.no_grad():
                 teacher = self.codec.back(f)
-        if keys is not None:
-            for i, k in enumerate(keys):
-                self._frozen[k] = (f[i].cpu(), None if teacher is None else teacher[i].cpu())
+        if store is not None:
+            store.store(batch, f, teacher)
         return f, teacher
 
-    def _losses(self, batch: dict[str, Any], cache: bool = False) -> tuple[Any, Any]:
+    def compute_loss(
+        self, batch: dict[str, Any], cache: bool = False
+    ) -> tuple[RDLoss, tuple[CodecOutput, Any]]:
+        """The loss ``λ·d + R (+ β·d_r)`` of a batch, with the pass it came from and the
+        teacher: ``(rd, (out, teacher))``."""
         x = batch["image"]
-        f, teacher = self._frozen_outputs(batch, cache)
+        f, teacher = self.frozen_outputs(batch, cache)
         back = self.codec.back
         out = self.codec.forward_features(f, lambda f_hat: self.task.loss_pass(back, f_hat, batch))
         rd = rate_distortion(
@@ -164,7 +178,7 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         return rd, (out, teacher)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        rd, _ = self._losses(batch, cache=self.hparams.cache_frozen)
+        rd, _ = self.compute_loss(batch, cache=True)
         aux = layer_step(self, rd.loss, self.codec.base)
         self.log_dict(
             {
@@ -176,10 +190,11 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
             on_step=True,
             on_epoch=True,
             batch_size=batch["image"].shape[0],
+            sync_dist=True,
         )
 
-    def _evaluate(self, batch: dict[str, Any], stage: str) -> tuple[Any, Any]:
-        rd, (out, teacher) = self._losses(batch)
+    def _evaluate(self, batch: dict[str, Any], stage: str) -> CodecOutput:
+        rd, (out, _) = self.compute_loss(batch)
         metrics = {
             f"{stage}/loss": rd.loss,
             f"{stage}/bpp_est": rd.bpp,
@@ -188,38 +203,18 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         if rd.reconstruction is not None:
             mse = rd.reconstruction / 255.0**2
             metrics[f"{stage}/preview_psnr"] = -10 * torch.log10(mse.clamp_min(1e-10))
-        self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=batch["image"].shape[0])
-        return rd, (out, teacher)
+        n = batch["image"].shape[0]
+        self.log_dict(metrics, prog_bar=True, on_epoch=True, batch_size=n, sync_dist=True)
+        if all(k in batch for k in self.task.targets):  # else unlabelled data: rate only
+            output = self.task.prediction(self.codec.back, out.features_hat, out.output)
+            self.val_metric.update(output, batch)
+            self.log(f"{stage}/{self.task.metric_name}", self.val_metric, on_epoch=True)
+        return out
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        rd, (out, _) = self._evaluate(batch, "val")
-        if self.hparams.real_rate:
-            x = batch["image"]
-            streams = self.codec.encode_batch(out.features, tuple(x.shape[-2:]))
-            self._val["bytes"] += sum(len(s) for s in streams)
-            self._val["pixels"] += x.shape[0] * x.shape[-2] * x.shape[-1]
-            if all(k in batch for k in self.task.targets):  # else unlabelled data: rate only
-                output = self.task.prediction(self.codec.back, out.features_hat, out.output)
-                self._metric.update(output, batch)
-
-    def on_validation_epoch_start(self) -> None:
-        self._val = dict.fromkeys(self._val, 0)
-        self._metric.reset()
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._val["pixels"] or self.trainer.sanity_checking:
-            return
-        bpp = 8 * self._val["bytes"] / self._val["pixels"]
-        self.log("val/bpp", bpp, prog_bar=True)
-        value = float(self._metric.compute()) if self._metric.update_called else math.nan
-        if not math.isfinite(value):
-            return
-        self.log(f"val/{self.task.metric_name}", value)
-        self._rd_history.append((self.current_epoch, bpp, value))
-        experiment = getattr(self.logger, "experiment", None)
-        if hasattr(experiment, "add_figure"):
-            figure = _trajectory(self._rd_history, self.task.metric_name)
-            experiment.add_figure("rd/val", figure, self.global_step)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Logs the loss terms and the task metric; returns the features, which
+        :class:`~training.callbacks.RealRateValidation` codes into real streams."""
+        return {"features": self._evaluate(batch, "val").features}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")
@@ -229,19 +224,3 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
-
-
-def _trajectory(points: list[tuple[int, float, float]], metric: str = "accuracy") -> Figure:
-    """The validation RD points of a run so far (real-bytes bpp, task metric), epoch by epoch."""
-    fig = Figure(figsize=(5.0, 3.6))
-    ax = fig.subplots()
-    _, bpp, acc = zip(*points, strict=True)
-    ax.plot(bpp, acc, "-", color="0.7", lw=1)
-    ax.scatter(bpp, acc, c=range(len(points)), cmap="viridis", zorder=3)
-    ax.scatter(bpp[-1:], acc[-1:], s=80, facecolors="none", edgecolors="red", zorder=4)
-    ax.set_xlabel("validation rate (bits per input pixel, from .fcb bytes)")
-    ax.set_ylabel(f"validation {metric}")
-    ax.set_title(f"RD point after epoch {points[-1][0]} (red); earlier epochs lighter")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    return fig

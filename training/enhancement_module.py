@@ -19,13 +19,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from featcodec.codec.bitstream import unpack
 from featcodec.codec.entropy import bits
 from featcodec.codec.facade import Codec
 from featcodec.codec.preview import reconstruction_distortion
 from featcodec.models.tasks import get_task
+from featcodec.training.callbacks import RealRateValidation
 from featcodec.training.optim import TrainsInTrainMode, layer_optimizers, layer_step
 
 RECONSTRUCTION = "reconstruction"
@@ -89,7 +90,8 @@ class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
         self.codec.base.eval()  # frozen: its decoded latent is what the decoder will see
         return self
 
-    def _losses(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor]:
+        """The loss ``λ_e·d_e + R_e`` of a batch and its terms, with the layer's output."""
         x = batch["image"]
         with torch.no_grad():
             y_b = self.codec.base(self.codec.features(x)).y_hat
@@ -106,22 +108,27 @@ class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
         return {"loss": self.hparams.lmbda * d + bpp, "bpp_est": bpp, **terms}, enh.output
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        terms, _ = self._losses(batch)
+        terms, _ = self.compute_loss(batch)
         layer_step(self, terms["loss"], self.codec.enhancement)
         logged = {f"train/{k}": v for k, v in terms.items()}
-        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=batch["image"].shape[0])
+        n = batch["image"].shape[0]
+        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
+        """Logs the loss terms (and the target task's metric); returns the base features,
+        which :class:`~training.callbacks.RealRateValidation` codes into real streams."""
         x = batch["image"]
-        terms, output = self._losses(batch)
+        terms, output = self.compute_loss(batch)
         if self.task is not None:
             self.val_metric.update(output, batch)
             self.log(f"val/{self.task.metric_name}", self.val_metric, on_epoch=True)
-        streams = self.codec.encode_batch(self.codec.features(x), tuple(x.shape[-2:]), x)
-        enh_bytes = sum(unpack(s).layer_bytes()["enhancement"] for s in streams)
-        terms["bpp"] = torch.tensor(8 * enh_bytes / (x.shape[0] * x.shape[-2] * x.shape[-1]))
         logged = {f"val/{k}": v for k, v in terms.items()}
-        self.log_dict(logged, prog_bar=True, on_epoch=True, batch_size=x.shape[0])
+        self.log_dict(logged, prog_bar=True, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+        return {"features": self.codec.features(x)}
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The enhancement layer's real bytes at validation (``val/bpp``)."""
+        return [RealRateValidation(layer="enhancement")]
 
     def configure_optimizers(self) -> Any:
         enh = self.codec.enhancement

@@ -1,8 +1,14 @@
-"""The optimization shared by every codec training stage (base and enhancement).
+"""The optimization shared by every codec training stage (base, enhancement, P-frame).
 
 A learned entropy-coded layer has two sets of parameters: its transforms and entropy-model
 parameters, trained on the rate–distortion loss (Adam, cosine decay to 0 over the run), and
-the factorized model's quantiles, trained on their own aux loss by a second Adam.
+the factorized model's quantiles, trained on their own aux loss by a second Adam. compressai's
+``net_aux_optimizer`` splits them (by the ``.quantiles`` name).
+
+One step runs ONE backward pass of ``loss + aux``: the rate–distortion loss does not reach the
+quantiles and the aux loss reaches nothing else (compressai stops its gradient into the density
+model), so each optimizer gets exactly the gradient of its own loss, as with two passes — and
+under DDP one backward is one synchronised reduction, so every process keeps identical weights.
 """
 
 from __future__ import annotations
@@ -11,34 +17,34 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from compressai.optimizers import net_aux_optimizer
 from torch import Tensor, nn
 
 
 def layer_optimizers(module: pl.LightningModule, layer: nn.Module, lr: float, aux_lr: float):
     """``configure_optimizers`` for ``layer`` (one with an ``entropy_z`` factorized model)."""
-    quantiles = layer.entropy_z.quantiles
-    main = [p for p in layer.parameters() if p is not quantiles]
-    opt = torch.optim.Adam(main, lr=lr)
-    aux_opt = torch.optim.Adam([quantiles], lr=aux_lr)
+    found = net_aux_optimizer(
+        layer, {"net": {"type": "Adam", "lr": lr}, "aux": {"type": "Adam", "lr": aux_lr}}
+    )
+    opt, aux_opt = found["net"], found["aux"]
     steps = max(1, int(module.trainer.estimated_stepping_batches))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     return [opt, aux_opt], [sched]
 
 
 def layer_step(module: pl.LightningModule, loss: Tensor, layer: nn.Module) -> Tensor:
-    """One manual step: the loss (gradients clipped to norm 1), then ``layer``'s aux loss,
-    then the schedule. Returns the aux loss."""
+    """One manual step of ``loss`` and ``layer``'s aux loss (one backward; the main gradients
+    clipped to norm 1), then the schedule. Returns the aux loss."""
     opt, aux_opt = module.optimizers()
+    aux: Any = layer.aux_loss()
     opt.zero_grad()
-    module.manual_backward(loss)
+    aux_opt.zero_grad()
+    module.manual_backward(loss + aux)
     module.clip_gradients(opt, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
     opt.step()
-    aux: Any = layer.aux_loss()
-    aux_opt.zero_grad()
-    module.manual_backward(aux)
     aux_opt.step()
     module.lr_schedulers().step()
-    return aux
+    return aux.detach()
 
 
 class TrainsInTrainMode:

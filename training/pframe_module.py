@@ -120,7 +120,7 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
             teacher = back(f) if self.hparams.distortion == "distill" else None
         return task_distortion(self.hparams.distortion, output, teacher, frame, self.task), output
 
-    def _losses(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], list[Any]]:
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], list[Any]]:
         images = batch["images"]
         B, T = images.shape[:2]
         intra = self.codec.intra
@@ -143,17 +143,19 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
         return {"loss": loss / n, "bpp_est": bpp / n, "distortion": dist / n}, outputs
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        terms, _ = self._losses(batch)
+        terms, _ = self.compute_loss(batch)
         layer_step(self, terms["loss"], self.codec.inter)
         logged = {f"train/{k}": v for k, v in terms.items()}
-        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=batch["images"].shape[0])
+        n = batch["images"].shape[0]
+        self.log_dict(logged, on_step=True, on_epoch=True, batch_size=n, sync_dist=True)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        terms, outputs = self._losses(batch)
+        terms, outputs = self.compute_loss(batch)
         for t, output in enumerate(outputs, start=1):
             self.val_metric.update(output, frame_batch(batch, t))
         logged = {f"val/{k}": v for k, v in terms.items()}
-        self.log_dict(logged, prog_bar=True, on_epoch=True, batch_size=batch["images"].shape[0])
+        n = batch["images"].shape[0]
+        self.log_dict(logged, prog_bar=True, on_epoch=True, batch_size=n, sync_dist=True)
         self.log(f"val/p_{self.task.metric_name}", self.val_metric, on_epoch=True)
 
     def configure_optimizers(self) -> Any:

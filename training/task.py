@@ -86,7 +86,8 @@ class TaskModule(pl.LightningModule):
                 metric.update(self.task.prediction(self.net, x, output), batch)
             self.log(f"{stage}/{self.task.metric_name}", metric, on_epoch=True)
         loss = self.task.loss(output, batch)
-        self.log(f"{stage}/loss", loss, prog_bar=True, on_epoch=True, batch_size=x.shape[0])
+        n = x.shape[0]
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_epoch=True, batch_size=n, sync_dist=True)
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
