@@ -10,12 +10,11 @@ hyperprior of Ballé et al. (ICLR 2018), with straight-through rounding for the 
                          Ŷ = round(Y − μ) + μ ◀─ [Gaussian(μ, σ)] ◀─────┘
     F̂ (B,C,h,w) ◀─crop── g_s ◀── Ŷ ──▶ g_r ─▶ X̂ (B,3,H,W)   (optional preview, β reward)
 
-Training: the rate term uses likelihoods of noisy latents (compressai's entropy models in
-training mode); ``g_s`` and ``h_s`` see straight-through-rounded latents, as the decoder will.
-``compress``/``decompress`` entropy-code for real, and the decoder's ``Ŷ`` equals the
-encoder's exactly, because both compute ``(μ, σ)`` from the same decoded ``Ẑ``.
-Any ``h×w`` is accepted: the tensor is zero-padded to a multiple of ``2^(k + k_hyper)`` and
-the output cropped back.
+The hyperprior is featcodec's one :class:`~codec.hyperprior.ConditionalHyperprior`, here
+without a context. The transforms are ELIC's (He et al., CVPR 2022), from compressai's
+layers: residual bottleneck blocks and the simplified attention block of Cheng et al. (CVPR
+2020). Any ``h×w`` is accepted: the tensor is zero-padded to a multiple of
+``2^(k + k_hyper)`` and the output cropped back.
 """
 
 from __future__ import annotations
@@ -23,18 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+from compressai.layers import AttentionBlock
+from compressai.models.sensetime import ResidualBottleneckBlock
+from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
+from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.preview import PreviewSynthesis
 from featcodec.codec.registry import register_codec
-from featcodec.models.blocks import AttentionBlock, ResidualBottleneck, conv, deconv
-
-
-def ste_round(x: Tensor) -> Tensor:
-    """Round in the forward pass, identity gradient in the backward pass."""
-    return x + (torch.round(x) - x).detach()
 
 
 @dataclass
@@ -70,32 +66,8 @@ class BaseCode:
     y_hat: Tensor
 
 
-class StridedStages:
-    """Sizes of a codec whose analysis halves the input ``downsample`` times and whose hyper
-    analysis halves the latent ``hyper_downsample`` times (both set by the subclass)."""
-
-    downsample: int
-    hyper_downsample: int
-
-    @property
-    def multiple(self) -> int:
-        """Inputs are padded to a multiple of this."""
-        return 2 ** (self.downsample + self.hyper_downsample)
-
-    def _pad(self, t: Tensor) -> Tensor:
-        """``t`` zero-padded at the bottom and right to a multiple of :attr:`multiple`."""
-        h, w = t.shape[-2:]
-        m = self.multiple
-        return F.pad(t, (0, (-w) % m, 0, (-h) % m))
-
-    def hyper_size(self, h: int, w: int) -> tuple[int, int]:
-        """Spatial size of ``Z`` for an input of size ``h×w``."""
-        m = self.multiple
-        return -(-h // m), -(-w // m)
-
-
 @register_codec("hyperprior")
-class HyperpriorCodec(StridedStages, nn.Module):
+class HyperpriorCodec(ConditionalHyperprior):
     """Mean–scale hyperprior base layer with ELIC transforms.
 
     Args:
@@ -105,10 +77,13 @@ class HyperpriorCodec(StridedStages, nn.Module):
         downsample: stride-2 stages in ``g_a`` (0 keeps the feature resolution).
         hyper_downsample: stride-2 stages in ``h_a``.
         blocks: residual bottleneck blocks per resolution.
-        attention: add ELIC's attention blocks at the latent end of ``g_a`` and ``g_s``.
+        attention: add ELIC's attention block at the latent end of ``g_a`` and ``g_s`` (one
+            block, shared by both, as every trained checkpoint has it).
         preview: add the reconstruction-reward synthesis ``g_r`` (:mod:`codec.preview`).
         input_stride: stride of the feature tensor in input pixels (the split's; set by the
             facade, not stored in the architecture), for ``g_r``.
+
+    The defaults are those of :class:`~codec.config.HyperpriorConfig`.
     """
 
     def __init__(
@@ -131,7 +106,7 @@ class HyperpriorCodec(StridedStages, nn.Module):
         self.hyper_downsample = hyper_downsample
 
         def res(n: int) -> list[nn.Module]:
-            return [ResidualBottleneck(n) for _ in range(blocks)]
+            return [ResidualBottleneckBlock(n, n) for _ in range(blocks)]
 
         attn = [AttentionBlock(N)] if attention else []
         g_a: list[nn.Module] = [conv(in_channels, N, 3, 1), *res(N)]
@@ -144,24 +119,15 @@ class HyperpriorCodec(StridedStages, nn.Module):
         self.g_a = nn.Sequential(*g_a)
         self.g_s = nn.Sequential(*g_s)
 
-        h_a: list[nn.Module] = [conv(M, N, 3, 1)]
-        h_s: list[nn.Module] = []
-        for _ in range(hyper_downsample):
-            h_a += [nn.ReLU(inplace=True), conv(N, N)]
-            h_s += [deconv(N, N), nn.ReLU(inplace=True)]
-        h_s += [conv(N, 2 * M, 3, 1)]
+        h_a, h_s = hyper_transforms(M, N, hyper_downsample)
         self.h_a = nn.Sequential(*h_a)
-        self.h_s = nn.Sequential(*h_s)
+        self.h_s = nn.Sequential(*h_s, conv(N, 2 * M, 3, 1))  # (σ, μ) directly: no params
 
         self.entropy_z = FactorizedCoder(N)
         self.entropy_y = GaussianCoder()
         self.input_stride = input_stride
         self.g_r = PreviewSynthesis(M, input_stride * 2**downsample) if preview else None
         self.detach_preview = False  # True: g_r learns from Ŷ without shaping it (β = 0)
-
-    def _gaussian_params(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        scales, means = self.h_s(z_hat).chunk(2, dim=1)
-        return scales, means
 
     def preview(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor | None:
         """``g_r(Ŷ)`` cropped to the input ``size`` ``(H, W)``, if the codec has ``g_r``."""
@@ -170,34 +136,17 @@ class HyperpriorCodec(StridedStages, nn.Module):
     def forward(self, f: Tensor) -> BaseOutput:
         """Training/validation pass on features ``f`` ``(B, C, h, w)``."""
         h, w = f.shape[-2:]
-        y = self.g_a(self._pad(f))
-        z = self.h_a(y)
-        _, z_likelihoods = self.entropy_z(z)
-        medians = self.entropy_z._get_medians().reshape(1, -1, 1, 1)
-        z_hat = ste_round(z - medians) + medians
-        scales, means = self._gaussian_params(z_hat)
-        _, y_likelihoods = self.entropy_y(y, scales, means)
-        y_hat = ste_round(y - means) + means
+        latent = self.latent_forward(self.g_a(self.pad(f)))
+        y_hat = latent.y_hat
         f_hat = self.g_s(y_hat)[..., :h, :w]
         size = (h * self.input_stride, w * self.input_stride)
-        likelihoods = {"y": y_likelihoods, "z": z_likelihoods}
         preview = self.preview(y_hat.detach() if self.detach_preview else y_hat, size)
-        return BaseOutput(f_hat, likelihoods, y_hat, preview)
-
-    def aux_loss(self) -> Tensor:
-        """Quantile loss of the factorized model (its own optimizer minimizes it)."""
-        return self.entropy_z.loss()
+        return BaseOutput(f_hat, latent.likelihoods, y_hat, preview)
 
     @torch.no_grad()
     def compress(self, f: Tensor) -> BaseCode:
         """Entropy-code features ``f`` ``(B, C, h, w)``."""
-        y = self.g_a(self._pad(f))
-        z = self.h_a(y)
-        z_strings = self.entropy_z.encode(z)
-        z_hat = self.entropy_z.decode(z_strings, tuple(z.shape[-2:]))
-        scales, means = self._gaussian_params(z_hat)
-        y_strings = self.entropy_y.encode(y, scales, means)
-        y_hat = torch.round(y - means) + means
+        y_strings, z_strings, y_hat = self.latent_compress(self.g_a(self.pad(f)))
         return BaseCode(y_strings, z_strings, y_hat)
 
     @torch.no_grad()
@@ -205,8 +154,6 @@ class HyperpriorCodec(StridedStages, nn.Module):
         self, y_strings: list[bytes], z_strings: list[bytes], size: tuple[int, int]
     ) -> tuple[Tensor, Tensor]:
         """Decode ``(F̂, Ŷ)`` for features of spatial ``size`` ``(h, w)``."""
-        z_hat = self.entropy_z.decode(z_strings, self.hyper_size(*size))
-        scales, means = self._gaussian_params(z_hat)
-        y_hat = self.entropy_y.decode(y_strings, scales, means)
+        y_hat = self.latent_decompress(y_strings, z_strings, self.hyper_size(*size))
         f_hat = self.g_s(y_hat)[..., : size[0], : size[1]]
         return f_hat, y_hat

@@ -15,7 +15,8 @@ only for what the base does not already carry: rate ``h(Ŷ_e | Ŷ_b)``, loss
 ``c_p`` and ``c_s`` are small convolutions that bring the base latent (stride ``s_b`` in input
 pixels) to the enhancement latent's grid (stride ``s = 2^downsample``). The *standalone*
 variant is the same layer with ``Ŷ_b`` replaced by zeros: no side information, the lower bound
-the conditional layer is measured against.
+the conditional layer is measured against. The entropy model is featcodec's one
+:class:`~codec.hyperprior.ConditionalHyperprior`, its context ``c_p(Ŷ_b)``.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from compressai.models.sensetime import ResidualBottleneckBlock
+from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from featcodec.codec.base import StridedStages, ste_round
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
+from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.registry import register_codec
-from featcodec.models.blocks import ResidualBottleneck, conv, deconv
 
 
 @dataclass
@@ -72,7 +74,7 @@ def _fit(t: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 @register_codec("enhancement")
-class EnhancementCodec(StridedStages, nn.Module):
+class EnhancementCodec(ConditionalHyperprior):
     """Enhancement layer conditioned on the decoded base latent.
 
     Args:
@@ -106,18 +108,14 @@ class EnhancementCodec(StridedStages, nn.Module):
         self.standalone = standalone
         ratio = base_stride / 2**downsample
         g_a: list[nn.Module] = [conv(3, N, 3, 1)]
-        g_s: list[nn.Module] = [conv(M + N, N, 3, 1), ResidualBottleneck(N)]
+        g_s: list[nn.Module] = [conv(M + N, N, 3, 1), ResidualBottleneckBlock(N, N)]
         for _ in range(downsample):
-            g_a += [conv(N, N), ResidualBottleneck(N)]
-            g_s += [deconv(N, N), ResidualBottleneck(N)]
+            g_a += [conv(N, N), ResidualBottleneckBlock(N, N)]
+            g_s += [deconv(N, N), ResidualBottleneckBlock(N, N)]
         g_a += [conv(N, M, 3, 1)]
         g_s += [conv(N, out_channels, 3, 1)]
         self.g_a, self.g_s = nn.Sequential(*g_a), nn.Sequential(*g_s)
-        h_a: list[nn.Module] = [conv(M, N, 3, 1)]
-        h_s: list[nn.Module] = []
-        for _ in range(hyper_downsample):
-            h_a += [nn.ReLU(inplace=True), conv(N, N)]
-            h_s += [deconv(N, N), nn.ReLU(inplace=True)]
+        h_a, h_s = hyper_transforms(M, N, hyper_downsample)
         self.h_a, self.h_s = nn.Sequential(*h_a), nn.Sequential(*h_s)
         self.context_params = _resampler(base_channels, N, ratio)
         self.context_synthesis = _resampler(base_channels, N, ratio)
@@ -134,51 +132,38 @@ class EnhancementCodec(StridedStages, nn.Module):
     def _base(self, y_b: Tensor) -> Tensor:
         return torch.zeros_like(y_b) if self.standalone else y_b
 
-    def _entropy_params(self, z_hat: Tensor, y_b: Tensor, size: tuple[int, int]) -> tuple:
-        context = _fit(self.context_params(self._base(y_b)), size)
-        scales, means = self.params(torch.cat([self.h_s(z_hat), context], 1)).chunk(2, 1)
-        return scales, means
+    def _context(self, y_b: Tensor, size: tuple[int, int]) -> Tensor:
+        """The hyperprior's context: ``c_p(Ŷ_b)`` on the grid of ``Y_e`` (``size``)."""
+        return _fit(self.context_params(self._base(y_b)), size)
 
     def _synthesis(self, y_hat: Tensor, y_b: Tensor, H: int, W: int) -> Tensor:
         context = _fit(self.context_synthesis(self._base(y_b)), tuple(y_hat.shape[-2:]))
         return self.g_s(torch.cat([y_hat, context], 1))[..., :H, :W]
 
     def _analysis(self, x: Tensor) -> Tensor:
-        return self.g_a(self._pad(x))
+        return self.g_a(self.pad(x))
 
     def forward(self, x: Tensor, y_b: Tensor) -> EnhancementOutput:
         """Training pass: input ``x`` (B, 3, H, W) and the decoded base latent ``Ŷ_b``."""
         H, W = x.shape[-2:]
         y = self._analysis(x)
-        z = self.h_a(y)
-        _, z_likelihoods = self.entropy_z(z)
-        medians = self.entropy_z._get_medians().reshape(1, -1, 1, 1)
-        z_hat = ste_round(z - medians) + medians
-        scales, means = self._entropy_params(z_hat, y_b, tuple(y.shape[-2:]))
-        _, y_likelihoods = self.entropy_y(y, scales, means)
-        y_hat = ste_round(y - means) + means
-        out = self._synthesis(y_hat, y_b, H, W)
-        return EnhancementOutput(out, {"y_e": y_likelihoods, "z_e": z_likelihoods}, scales, means)
-
-    def aux_loss(self) -> Tensor:
-        return self.entropy_z.loss()
+        latent = self.latent_forward(y, self._context(y_b, tuple(y.shape[-2:])))
+        out = self._synthesis(latent.y_hat, y_b, H, W)
+        likelihoods = {"y_e": latent.likelihoods["y"], "z_e": latent.likelihoods["z"]}
+        return EnhancementOutput(out, likelihoods, latent.scales, latent.means)
 
     @torch.no_grad()
     def compress(self, x: Tensor, y_b: Tensor) -> EnhancementCode:
         """Entropy-code the enhancement of images ``x`` given the decoded base latent."""
         y = self._analysis(x)
-        z = self.h_a(y)
-        z_strings = self.entropy_z.encode(z)
-        z_hat = self.entropy_z.decode(z_strings, tuple(z.shape[-2:]))
-        scales, means = self._entropy_params(z_hat, y_b, tuple(y.shape[-2:]))
-        return EnhancementCode(self.entropy_y.encode(y, scales, means), z_strings)
+        y_strings, z_strings, _ = self.latent_compress(y, self._context(y_b, tuple(y.shape[-2:])))
+        return EnhancementCode(y_strings, z_strings)
 
     @torch.no_grad()
     def decompress(
         self, y_strings: list[bytes], z_strings: list[bytes], y_b: Tensor, size: tuple[int, int]
     ) -> Tensor:
         """The target ``(B, out, H, W)`` for inputs of ``size`` ``(H, W)``."""
-        z_hat = self.entropy_z.decode(z_strings, self.hyper_size(*size))
-        scales, means = self._entropy_params(z_hat, y_b, self.latent_size(*size))
-        y_hat = self.entropy_y.decode(y_strings, scales, means)
+        context = self._context(y_b, self.latent_size(*size))
+        y_hat = self.latent_decompress(y_strings, z_strings, self.hyper_size(*size), context)
         return self._synthesis(y_hat, y_b, *size)

@@ -14,18 +14,14 @@ only ever decoded by the model that wrote it. The task network (front and back) 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from featcodec.codec import base as _base  # noqa: F401  (registers the "hyperprior" codec)
 from featcodec.codec.bitstream import (
     FINGERPRINT_BYTES,
     MAX_DIM,
@@ -38,15 +34,15 @@ from featcodec.codec.bitstream import (
     pack,
     unpack,
 )
+from featcodec.codec.checkpoint import checkpoint_entry, load_checkpoint, rebuild, save_checkpoint
+from featcodec.codec.config import ArchConfig
 from featcodec.codec.enhancement import EnhancementCodec
 from featcodec.codec.entropy import bits
-from featcodec.codec.errors import BitstreamError, CheckpointError, InputError
-from featcodec.codec.files import atomic_path
+from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.fingerprint import canonical_state, weights_digest
 from featcodec.codec.registry import build_codec
 from featcodec.models.backbones import Normalize, Split
 from featcodec.models.tasks import task_of
-
-CHECKPOINT_FORMAT = 1
 
 
 def default_arch(**overrides: Any) -> dict[str, Any]:
@@ -130,27 +126,31 @@ class Codec(nn.Module):
 
     @classmethod
     def from_split(cls, arch: dict[str, Any], split: Split) -> Codec:
-        config = dict(arch["codec"])
+        """A codec with fresh weights around an already split (e.g. trained) network; ``arch``
+        is checked (:meth:`~codec.config.ArchConfig.parse`) before anything is built."""
+        cfg = ArchConfig.parse(arch)
         base = build_codec(
-            config.pop("name"), in_channels=split.channels, input_stride=split.stride, **config
+            cfg.codec.name,
+            in_channels=split.channels,
+            input_stride=split.stride,
+            **{k: v for k, v in asdict(cfg.codec).items() if k != "name"},
         )
         enhancement = None
-        if arch.get("enhancement") is not None:
+        if cfg.enhancement is not None:
             enhancement = EnhancementCodec(
-                base_channels=arch["codec"].get("M", 128),
-                base_stride=split.stride * 2 ** arch["codec"].get("downsample", 1),
-                **arch["enhancement"],
+                base_channels=cfg.codec.M,
+                base_stride=split.stride * 2**cfg.codec.downsample,
+                **asdict(cfg.enhancement),
             )
         return cls(arch, split, base, enhancement)
 
     @classmethod
     def build(cls, arch: dict[str, Any], weights: str | None = None) -> Codec:
         """A codec with fresh weights (the task network's from ``weights`` if given)."""
+        cfg = ArchConfig.parse(arch)
         task = task_of(arch)
-        model = task.build(
-            arch["backbone"], weights, arch["num_classes"], **arch.get("task_options", {})
-        )
-        return cls.from_split(arch, task.split(model, arch["split_at"], arch["backbone"]))
+        model = task.build(cfg.backbone, weights, cfg.num_classes, **cfg.task_options)
+        return cls.from_split(arch, task.split(model, cfg.split_at, cfg.backbone))
 
     def _apply(self, fn: Any, recurse: bool = True) -> Codec:
         self._tensors = self._fingerprint = None  # .to()/.half() may replace tensors
@@ -211,12 +211,13 @@ class Codec(nn.Module):
         stamp = tuple(t._version for t in tensors.values())
         if self._fingerprint is None or self._fingerprint[0] != stamp:
             base = {k: v for k, v in self.arch.items() if k != "enhancement"}
+            named = canonical_state(self, tensors)  # under their format-1 names, for good
             h = weights_digest(
-                base, {k: v for k, v in tensors.items() if not k.startswith("enhancement.")}
+                base, {k: v for k, v in named.items() if not k.startswith("enhancement.")}
             )
             enh = None
             if self.enhancement is not None:
-                weights = {k: v for k, v in tensors.items() if k.startswith("enhancement.")}
+                weights = {k: v for k, v in named.items() if k.startswith("enhancement.")}
                 enh = weights_digest({"base": h.hex(), "arch": self.arch["enhancement"]}, weights)
             self._fingerprint = (stamp, (h, enh))
         return self._fingerprint[1]
@@ -419,84 +420,8 @@ def check_shapes(stream: Stream, channels: int, stride: int) -> tuple[int, int]:
     return h, w
 
 
-def weights_digest(meta: dict[str, Any] | None, tensors: dict[str, Tensor]) -> bytes:
-    """``FINGERPRINT_BYTES`` of blake2b over ``meta`` (as sorted JSON; skipped when None) and
-    the named tensors in name order: the model fingerprints, and any weights' identity."""
-    h = hashlib.blake2b(digest_size=FINGERPRINT_BYTES)
-    if meta is not None:
-        h.update(json.dumps(meta, sort_keys=True).encode())
-    for name, value in sorted(tensors.items()):
-        h.update(name.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.digest()
-
-
-def checkpoint_entry(kind: str, arch: dict[str, Any], state_prefix: str) -> dict[str, Any]:
-    """The ``featcodec`` entry of a checkpoint: what :func:`load_checkpoint` validates and
-    :func:`rebuild` rebuilds the model from (weights under ``state_prefix`` in its state dict)."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "kind": kind,
-        "arch": copy.deepcopy(arch),
-        "state_prefix": state_prefix,
-    }
-
-
-def save_checkpoint(model: Any, path: str | os.PathLike[str]) -> None:
-    """Write ``model`` (anything with ``checkpoint_entry`` and ``state_dict``) as a standalone
-    checkpoint, atomically."""
-    with atomic_path(path) as tmp:
-        torch.save({"featcodec": model.checkpoint_entry(""), "state_dict": model.state_dict()}, tmp)
-
-
-def rebuild(
-    path: str | os.PathLike[str], ckpt: dict[str, Any], build: Callable[[dict[str, Any]], Any]
-) -> Any:
-    """The model of a loaded checkpoint: ``build(arch)``, then its weights, in eval mode;
-    :class:`CheckpointError` naming ``path`` when either does not fit."""
-    meta = ckpt["featcodec"]
-    try:
-        model = build(meta["arch"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot rebuild the architecture ({e})") from None
-    prefix = meta.get("state_prefix", "")
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit the architecture ({first})") from None
-    return model.eval()
-
-
 def _dims(stream: Stream, tag: ShapeTag, ndim: int) -> tuple[int, ...]:
     dims = stream.shape(tag)
     if len(dims) != ndim:
         raise BitstreamError(f"{tag.name.lower()} shape {dims} should have {ndim} dimensions")
     return dims
-
-
-def load_checkpoint(path: str | os.PathLike[str], kind: str | tuple[str, ...]) -> dict[str, Any]:
-    """Load a featcodec checkpoint of ``kind`` ("codec", "video" or "task", or one of several)
-    on the CPU, validated."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not ours"
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({reason[:120]})") from None
-    meta = ckpt.get("featcodec") if isinstance(ckpt, dict) else None
-    if not isinstance(meta, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path} is not a featcodec checkpoint (no 'featcodec' entry)")
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(
-            f"{path}: checkpoint format {meta.get('format')} (this build reads {CHECKPOINT_FORMAT})"
-        )
-    kinds = (kind,) if isinstance(kind, str) else kind
-    if meta.get("kind") not in kinds:
-        raise CheckpointError(
-            f"{path} is a {meta.get('kind')} checkpoint, not a {' or '.join(kinds)} checkpoint"
-        )
-    return ckpt

@@ -8,8 +8,10 @@
 ``conditional=True`` (the default): the prediction and its validity mask condition the
 analysis, the entropy parameters and the synthesis, the way the enhancement layer conditions
 on the base (:mod:`codec.enhancement`); ``conditional=False``: the residual ``F_t − F̃_t`` is
-coded with a plain hyperprior and added back. ``Ẑ`` and ``Ŷ`` of a frame share one rANS
-string (:class:`codec.entropy.RansWriter`): one flush instead of two.
+coded with a plain hyperprior and added back. The entropy model is featcodec's one
+:class:`~codec.hyperprior.ConditionalHyperprior`, its context ``c(F̃_t, mask)``; ``Ẑ`` and
+``Ŷ`` of a frame share one rANS string (:class:`codec.entropy.RansWriter`): one flush instead
+of two.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from compressai.models.sensetime import ResidualBottleneckBlock
+from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
-from featcodec.codec.base import StridedStages, ste_round
-from featcodec.codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
+from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
+from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.registry import register_codec
-from featcodec.models.blocks import ResidualBottleneck, conv, deconv
 
 
 @dataclass
@@ -50,7 +53,7 @@ def _down(in_channels: int, out_channels: int, stages: int) -> nn.Sequential:
 
 
 @register_codec("pframe")
-class PFrameCodec(StridedStages, nn.Module):
+class PFrameCodec(ConditionalHyperprior):
     """Codes a feature tensor ``F_t`` given its motion-compensated prediction ``F̃_t``.
 
     Args:
@@ -69,7 +72,7 @@ class PFrameCodec(StridedStages, nn.Module):
         N: int = 64,
         M: int = 64,
         downsample: int = 1,
-        hyper_downsample: int = 1,
+        hyper_downsample: int = 2,
         conditional: bool = True,
     ) -> None:
         super().__init__()
@@ -79,22 +82,18 @@ class PFrameCodec(StridedStages, nn.Module):
         self.downsample, self.hyper_downsample = downsample, hyper_downsample
         context = channels + 1  # the prediction and its validity mask
         g_a: list[nn.Module] = [conv(channels + (context if conditional else 0), N, 3, 1)]
-        g_a.append(ResidualBottleneck(N))
-        g_s: list[nn.Module] = [conv(M, N, 3, 1), ResidualBottleneck(N)]
+        g_a.append(ResidualBottleneckBlock(N, N))
+        g_s: list[nn.Module] = [conv(M, N, 3, 1), ResidualBottleneckBlock(N, N)]
         for _ in range(downsample):
-            g_a += [conv(N, N), ResidualBottleneck(N)]
-            g_s += [deconv(N, N), ResidualBottleneck(N)]
+            g_a += [conv(N, N), ResidualBottleneckBlock(N, N)]
+            g_s += [deconv(N, N), ResidualBottleneckBlock(N, N)]
         g_a.append(conv(N, M, 3, 1))
         self.g_a, self.g_s = nn.Sequential(*g_a), nn.Sequential(*g_s)
-        out = [conv(N + (context if conditional else 0), N, 3, 1), ResidualBottleneck(N)]
+        out = [conv(N + (context if conditional else 0), N, 3, 1), ResidualBottleneckBlock(N, N)]
         self.g_out = nn.Sequential(*out, conv(N, channels, 3, 1))
         nn.init.zeros_(self.g_out[-1].weight)  # start as F̂ = F̃: the prediction as it is
         nn.init.zeros_(self.g_out[-1].bias)
-        h_a: list[nn.Module] = [conv(M, N, 3, 1)]
-        h_s: list[nn.Module] = []
-        for _ in range(hyper_downsample):
-            h_a += [nn.ReLU(inplace=True), conv(N, N)]
-            h_s += [deconv(N, N), nn.ReLU(inplace=True)]
+        h_a, h_s = hyper_transforms(M, N, hyper_downsample)
         self.h_a, self.h_s = nn.Sequential(*h_a), nn.Sequential(*h_s, conv(N, N, 3, 1))
         self.context_params = _down(context, N, downsample) if conditional else None
         self.params = nn.Sequential(
@@ -111,14 +110,13 @@ class PFrameCodec(StridedStages, nn.Module):
 
     def _analysis(self, f: Tensor, prediction: Tensor, context: Tensor) -> Tensor:
         x = torch.cat([f, context], 1) if self.conditional else f - prediction
-        return self.g_a(self._pad(x))
+        return self.g_a(self.pad(x))
 
-    def _entropy_params(self, z_hat: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
-        hyper = self.h_s(z_hat)
-        if self.context_params is not None:
-            hyper = torch.cat([hyper, self.context_params(self._pad(context))], 1)
-        scales, means = self.params(hyper).chunk(2, 1)
-        return scales, means
+    def _hyper_context(self, context: Tensor) -> Tensor | None:
+        """The hyperprior's context: ``c(F̃_t, mask)`` on the latent's grid (conditional)."""
+        if self.context_params is None:
+            return None
+        return self.context_params(self.pad(context))
 
     def _synthesis(self, y_hat: Tensor, prediction: Tensor, context: Tensor) -> Tensor:
         h, w = prediction.shape[-2:]
@@ -131,18 +129,9 @@ class PFrameCodec(StridedStages, nn.Module):
         """Training pass on features ``f``, the prediction and its mask (B, 1, h, w)."""
         context = self._context(prediction, mask)
         y = self._analysis(f, prediction, context)
-        z = self.h_a(y)
-        _, z_likelihoods = self.entropy_z(z)
-        medians = self.entropy_z._get_medians().reshape(1, -1, 1, 1)
-        z_hat = ste_round(z - medians) + medians
-        scales, means = self._entropy_params(z_hat, context)
-        _, y_likelihoods = self.entropy_y(y, scales, means)
-        y_hat = ste_round(y - means) + means
-        f_hat = self._synthesis(y_hat, prediction, context)
-        return PFrameOutput(f_hat, {"y": y_likelihoods, "z": z_likelihoods})
-
-    def aux_loss(self) -> Tensor:
-        return self.entropy_z.loss()
+        latent = self.latent_forward(y, self._hyper_context(context))
+        f_hat = self._synthesis(latent.y_hat, prediction, context)
+        return PFrameOutput(f_hat, latent.likelihoods)
 
     @torch.no_grad()
     def compress(self, f: Tensor, prediction: Tensor, mask: Tensor) -> PFrameCode:
@@ -150,17 +139,7 @@ class PFrameCodec(StridedStages, nn.Module):
         in one rANS string (one flush); also returns ``F̂``."""
         context = self._context(prediction, mask)
         y = self._analysis(f, prediction, context)
-        z = self.h_a(y)
-        writers = [RansWriter() for _ in range(f.shape[0])]
-        z_hat = torch.cat([self.entropy_z.write(w, z[i : i + 1]) for i, w in enumerate(writers)])
-        scales, means = self._entropy_params(z_hat, context)
-        y_hat = torch.cat(
-            [
-                self.entropy_y.write(w, y[i : i + 1], scales[i : i + 1], means[i : i + 1])
-                for i, w in enumerate(writers)
-            ]
-        )
-        strings = [w.flush() for w in writers]
+        strings, y_hat = self.latent_write(y, self._hyper_context(context))
         return PFrameCode(strings, self._synthesis(y_hat, prediction, context))
 
     @torch.no_grad()
@@ -169,16 +148,6 @@ class PFrameCodec(StridedStages, nn.Module):
         if len(strings) != prediction.shape[0]:
             raise ValueError("one string per batch element")
         context = self._context(prediction, mask)
-        readers = [RansReader(s) for s in strings]
         size = self.hyper_size(*prediction.shape[-2:])
-        z_hat = torch.cat([self.entropy_z.read(r, size) for r in readers])
-        scales, means = self._entropy_params(z_hat, context)
-        y_hat = torch.cat(
-            [
-                self.entropy_y.read(r, scales[i : i + 1], means[i : i + 1])
-                for i, r in enumerate(readers)
-            ]
-        )
-        for r in readers:
-            r.finish()
+        y_hat = self.latent_read(strings, size, self._hyper_context(context))
         return self._synthesis(y_hat, prediction, context)

@@ -19,9 +19,8 @@ from __future__ import annotations
 import math
 
 import torch
+from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
-
-from featcodec.models.blocks import conv, deconv
 
 
 class PreviewSynthesis(nn.Module):

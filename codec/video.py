@@ -43,33 +43,17 @@ from featcodec.codec.bitstream import (
     split_prefixed,
     unpack,
 )
+from featcodec.codec.checkpoint import checkpoint_entry, load_checkpoint, rebuild, save_checkpoint
+from featcodec.codec.config import MotionConfig, PFrameConfig, as_dict, parse_section
 from featcodec.codec.errors import BitstreamError, InputError
-from featcodec.codec.facade import (
-    Codec,
-    check_rans_payload,
-    check_shapes,
-    checkpoint_entry,
-    load_checkpoint,
-    rebuild,
-    save_checkpoint,
-    weights_digest,
-)
+from featcodec.codec.facade import Codec, check_rans_payload, check_shapes
+from featcodec.codec.fingerprint import canonical_state, weights_digest
 from featcodec.codec.latent_motion import latent_motion
 from featcodec.codec.motion import warp
 from featcodec.codec.motion_estimation import estimate_flow, global_affine
 from featcodec.codec.motion_side_info import AffineMotion, FlowMotion, Motion, MotionCoder
 from featcodec.codec.pframe import PFrameCodec
 from featcodec.codec.sequence import KIND_NAMES, MOTION_SOURCES, frame_kinds
-
-DEFAULT_INTER: dict[str, Any] = {
-    "N": 64,
-    "M": 64,
-    "downsample": 1,
-    "hyper_downsample": 2,
-    "conditional": True,
-}
-DEFAULT_MOTION: dict[str, Any] = {"block": 16, "step": 0.25}
-
 
 # ---------------------------------------------------------------------------------------------
 # Sequences
@@ -106,7 +90,7 @@ class VideoCodec(nn.Module):
 
     Args:
         intra: the intra codec (task network split + base layer).
-        inter: architecture of the P-frame codec (:data:`DEFAULT_INTER` keys).
+        inter: architecture of the P-frame codec (:class:`~codec.config.PFrameConfig` keys).
         motion: side-information settings (``block``, ``step``; see
             :class:`codec.motion_side_info.MotionCoder`).
     """
@@ -118,8 +102,8 @@ class VideoCodec(nn.Module):
         motion: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.inter_arch = {**DEFAULT_INTER, **(inter or {})}
-        self.motion_arch = {**DEFAULT_MOTION, **(motion or {})}
+        self.inter_arch = as_dict(parse_section(PFrameConfig, inter, "inter"))
+        self.motion_arch = as_dict(parse_section(MotionConfig, motion, "motion"))
         self.intra = intra
         for p in intra.parameters():
             p.requires_grad_(False)
@@ -145,7 +129,7 @@ class VideoCodec(nn.Module):
     @property
     def fingerprint(self) -> bytes:
         """Hash of the whole model (the intra codec's architecture and weights included)."""
-        return weights_digest(self.arch, self.state_dict())
+        return weights_digest(self.arch, canonical_state(self, self.state_dict()))
 
     @property
     def _device(self) -> torch.device:

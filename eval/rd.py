@@ -27,10 +27,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from featcodec.codec.checkpoint import load_checkpoint
 from featcodec.codec.entropy import bits
 from featcodec.codec.errors import CheckpointError, InputError
-from featcodec.codec.facade import Codec, load_checkpoint, weights_digest
+from featcodec.codec.facade import Codec
 from featcodec.codec.files import atomic_write
+from featcodec.codec.fingerprint import weights_digest
 from featcodec.eval.anchors import Anchor
 from featcodec.eval.metrics import PSNR
 from featcodec.eval.results import RDRow

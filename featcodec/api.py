@@ -57,7 +57,8 @@ def load(path: str | os.PathLike[str], device: str = "cpu") -> Codec | VideoCode
     """
     if not os.path.isfile(path):  # before anything heavy is imported
         raise CheckpointError(f"checkpoint not found: {path}")
-    from featcodec.codec.facade import Codec, load_checkpoint, rebuild
+    from featcodec.codec.checkpoint import load_checkpoint, rebuild
+    from featcodec.codec.facade import Codec
 
     target = check_device(device)
     ckpt = load_checkpoint(path, kind=("codec", "video"))

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from featcodec.codec.facade import weights_digest
+from featcodec.codec.fingerprint import weights_digest
 from featcodec.training import BaseCodecModule
 from featcodec.training.datasets import SyntheticScenesDataModule
 

@@ -19,6 +19,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from featcodec.codec.checkpoint import upgrade_state_dict
+from featcodec.codec.config import HyperpriorConfig
 from featcodec.codec.errors import CheckpointError
 from featcodec.codec.facade import Codec, CodecOutput
 from featcodec.models.tasks import get_task
@@ -68,13 +70,13 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         split_at: str = "layer2",
         task_checkpoint: str | None = None,
         backbone_weights: str | None = None,
-        N: int = 128,
-        M: int = 128,
-        downsample: int = 1,
-        hyper_downsample: int = 2,
-        blocks: int = 1,
-        attention: bool = True,
-        preview: bool = False,
+        N: int = HyperpriorConfig.N,
+        M: int = HyperpriorConfig.M,
+        downsample: int = HyperpriorConfig.downsample,
+        hyper_downsample: int = HyperpriorConfig.hyper_downsample,
+        blocks: int = HyperpriorConfig.blocks,
+        attention: bool = HyperpriorConfig.attention,
+        preview: bool = HyperpriorConfig.preview,
         beta: float = 0.0,
         lmbda: float = 1.0,
         distortion: Distortion = "distill",
@@ -224,3 +226,7 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming from a format-1 checkpoint: its weights renamed to today's names."""
+        checkpoint["state_dict"] = upgrade_state_dict(self, checkpoint["state_dict"])

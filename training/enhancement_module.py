@@ -22,6 +22,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from featcodec.codec.checkpoint import upgrade_state_dict
+from featcodec.codec.config import EnhancementConfig
 from featcodec.codec.entropy import bits
 from featcodec.codec.facade import Codec
 from featcodec.codec.preview import reconstruction_distortion
@@ -51,11 +53,11 @@ class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
     def __init__(
         self,
         base_checkpoint: str,
-        N: int = 64,
-        M: int = 64,
-        downsample: int = 4,
-        hyper_downsample: int = 2,
-        standalone: bool = False,
+        N: int = EnhancementConfig.N,
+        M: int = EnhancementConfig.M,
+        downsample: int = EnhancementConfig.downsample,
+        hyper_downsample: int = EnhancementConfig.hyper_downsample,
+        standalone: bool = EnhancementConfig.standalone,
         lmbda: float = 0.01,
         lr: float = 1e-3,
         aux_lr: float = 1e-3,
@@ -136,3 +138,7 @@ class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming from a format-1 checkpoint: its weights renamed to today's names."""
+        checkpoint["state_dict"] = upgrade_state_dict(self, checkpoint["state_dict"])

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from featcodec.codec.checkpoint import upgrade_state_dict
+from featcodec.codec.config import MotionConfig, PFrameConfig
 from featcodec.codec.entropy import bits
 from featcodec.codec.facade import Codec
 from featcodec.codec.motion_estimation import camera_affine
@@ -58,14 +60,14 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
     def __init__(
         self,
         base_checkpoint: str,
-        N: int = 64,
-        M: int = 64,
-        downsample: int = 1,
-        hyper_downsample: int = 2,
-        conditional: bool = True,
+        N: int = PFrameConfig.N,
+        M: int = PFrameConfig.M,
+        downsample: int = PFrameConfig.downsample,
+        hyper_downsample: int = PFrameConfig.hyper_downsample,
+        conditional: bool = PFrameConfig.conditional,
         motion: str = "flow",
-        block: int = 16,
-        step: float = 0.25,
+        block: int = MotionConfig.block,
+        step: float = MotionConfig.step,
         lmbda: float = 1.0,
         distortion: str = "distill",
         lr: float = 1e-3,
@@ -164,3 +166,7 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming from a format-1 checkpoint: its weights renamed to today's names."""
+        checkpoint["state_dict"] = upgrade_state_dict(self, checkpoint["state_dict"])

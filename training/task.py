@@ -16,8 +16,8 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
+from featcodec.codec.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from featcodec.codec.errors import CheckpointError
-from featcodec.codec.facade import CHECKPOINT_FORMAT, load_checkpoint
 from featcodec.models.backbones import Normalize
 from featcodec.models.tasks import DEFAULT_TASK, get_task
 
