@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,54 +34,12 @@ from featcodec.codec.facade import Codec
 from featcodec.codec.files import atomic_write
 from featcodec.codec.fingerprint import weights_digest
 from featcodec.eval.anchors import Anchor
+from featcodec.eval.data import EvalData
 from featcodec.eval.metrics import PSNR
 from featcodec.eval.results import RDRow
 from featcodec.models.backbones import Normalize
 from featcodec.models.tasks import task_of
 from featcodec.training.task import load_task_network
-
-
-@dataclass
-class EvalSet:
-    """The images of a dataset split, held in memory, with what describes them.
-
-    Attributes:
-        items: dataset items (dicts with ``image`` (3, H, W) in [0, 1] and the task's targets).
-        collate: the dataset's collate function (items → batch).
-        num_classes: classes of the dataset's classification task.
-        info: name, split, size, image size and seed, for results files.
-    """
-
-    items: list[dict[str, Any]]
-    collate: Callable[[list[dict[str, Any]]], dict[str, Any]]
-    num_classes: int
-    info: dict[str, Any]
-
-    def batches(self, size: int) -> Iterator[dict[str, Any]]:
-        """The items in order, collated into batches of ``size``."""
-        for i in range(0, len(self.items), size):
-            yield self.collate(self.items[i : i + size])
-
-
-def synthetic_eval_set(
-    split: str = "test", size: int = 300, image_size: int = 48, seed: int = 0
-) -> EvalSet:
-    """``size`` scenes of the embedded synthetic dataset's ``split``."""
-    from featcodec.training.datasets import SHAPE_CLASSES, SyntheticScenes, collate_scenes
-
-    if split not in ("train", "val", "test"):
-        raise InputError(f"unknown split {split!r}; use train, val or test")
-    if size < 1 or image_size < 8:
-        raise InputError("the dataset needs at least 1 image of at least 8×8 pixels")
-    data = SyntheticScenes(split, size, image_size, seed, cache=False)
-    info = {
-        "name": "synthetic-scenes",
-        "split": split,
-        "size": size,
-        "image_size": image_size,
-        "seed": seed,
-    }
-    return EvalSet([data[i] for i in range(size)], collate_scenes, len(SHAPE_CLASSES), info)
 
 
 class TaskSplit(nn.Module):
@@ -125,11 +83,12 @@ class TaskSplit(nn.Module):
         return weights_digest(None, {**self.front.state_dict(), **self.back.state_dict()}).hex()
 
 
-def check_fits(arch: dict[str, Any], data: EvalSet, source: str) -> None:
+def check_fits(arch: dict[str, Any], data: EvalData, source: str) -> None:
     """Refuse a network whose task the dataset has no ground truth for, or whose classes do
     not match the dataset's."""
     task = task_of(arch)
-    missing = [k for k in task.targets if k not in data.items[0]]
+    keys = data.keys()
+    missing = [k for k in task.targets if k not in keys]
     if missing:
         raise InputError(
             f"{source}: task {task.name!r} cannot be evaluated on {data.info['name']}"
@@ -152,7 +111,7 @@ def _psnr_images(split: nn.Module, f_hat: Tensor) -> Tensor | None:
 
 
 @torch.no_grad()
-def reference_metrics(split: TaskSplit | Codec, data: EvalSet, batch_size: int = 64) -> float:
+def reference_metrics(split: TaskSplit | Codec, data: EvalData, batch_size: int = 64) -> float:
     """The task metric of the uncompressed network on ``data``."""
     metric = task_of(split.arch).metric(split.arch["num_classes"])
     for batch in data.batches(batch_size):
@@ -217,7 +176,7 @@ class _Tally:
 @torch.no_grad()
 def evaluate_codec(
     codec: Codec,
-    data: EvalSet,
+    data: EvalData,
     name: str,
     point: str,
     setting: float | None = None,
@@ -226,48 +185,52 @@ def evaluate_codec(
     progress: bool = False,
     batch_size: int = 64,
 ) -> RDRow:
-    """Code every image of ``data`` through a real ``.fcb`` stream and measure the point.
+    """Code every image of ``data`` through a real ``.fcb`` stream and measure the point, in
+    one pass over the data, one batch in memory at a time.
 
-    With ``stream_dir`` each stream is written to ``<stream_dir>/<index>.fcb`` and decoded
-    from the file; otherwise from memory. The likelihood estimate and the uncompressed metric
-    come from a batched pass over the same images.
+    Per batch: the uncompressed features give the reference metric and the likelihood
+    estimate; each image is encoded, written to ``<stream_dir>/<index>.fcb`` and read back
+    when ``stream_dir`` is given (else kept in memory), decoded, and its decoded output goes
+    to the metric.
     """
     check_fits(codec.arch, data, checkpoint or name)
     codec.eval()
+    device = next(codec.parameters()).device
     out_dir = Path(stream_dir) if stream_dir is not None else None
     tally = _Tally(codec.arch)
-    # progress only on a terminal (disable=None), never into logs
-    items = tqdm(
-        data.items, desc=f"{name} {point}", disable=None if progress else True, leave=False
-    )
-    for i, item in enumerate(items):
-        image = item["image"]
-        t0 = time.perf_counter()
-        stream = codec.encode(image)
-        tally.t_enc += time.perf_counter() - t0
-        if out_dir is not None:
-            path = out_dir / f"{i:05d}.fcb"
-            atomic_write(path, stream)
-            stream = path.read_bytes()
-        t0 = time.perf_counter()
-        decoded = codec.decode(stream)
-        tally.t_dec += time.perf_counter() - t0
-        batch = data.collate([item])
-        tally.add(
-            [len(stream)],
-            image[None],
-            decoded.features,
-            decoded.output,
-            batch,
-            codec,
-            decoded.preview,
-        )
+    reference = tally.task.metric(codec.arch["num_classes"])
     estimated = 0.0
+    # progress only on a terminal (disable=None), never into logs
+    bar = tqdm(total=len(data), desc=f"{name} {point}", disable=None if progress else True)
+    index = 0
     for batch in data.batches(batch_size):
-        f = codec.features(batch["image"].to(codec._device))
+        x = batch["image"].to(device)
+        f = codec.features(x)
         estimated += float(sum(bits(v) for v in codec.base(f).likelihoods.values()))
+        reference.update(codec.back(f), batch)
+        sizes, features, outputs, previews = [], [], [], []
+        for image in x:
+            t0 = time.perf_counter()
+            stream = codec.encode(image)
+            tally.t_enc += time.perf_counter() - t0
+            if out_dir is not None:
+                path = out_dir / f"{index:05d}.fcb"
+                atomic_write(path, stream)
+                stream = path.read_bytes()
+            t0 = time.perf_counter()
+            decoded = codec.decode(stream)
+            tally.t_dec += time.perf_counter() - t0
+            sizes.append(len(stream))
+            features.append(decoded.features)
+            outputs.append(decoded.output)
+            previews.append(decoded.preview)
+            index += 1
+            bar.update(1)
+        preview = None if previews[0] is None else torch.cat(previews)
+        tally.add(sizes, x, torch.cat(features), join_outputs(outputs), batch, codec, preview)
+    bar.close()
     return tally.row(
-        reference_metrics(codec, data, batch_size),
+        float(reference.compute()),
         codec=name,
         point=point,
         kind="learned",
@@ -279,12 +242,20 @@ def evaluate_codec(
     )
 
 
+def join_outputs(outputs: list[Any]) -> Any:
+    """Task outputs of single images as one batch: tensors concatenated, lists (a detector's
+    per-image dicts) joined."""
+    if isinstance(outputs[0], Tensor):
+        return torch.cat(outputs)
+    return [o for out in outputs for o in out]
+
+
 @torch.no_grad()
 def evaluate_anchor(
     anchor: Anchor,
     setting: Any,
     split: TaskSplit,
-    data: EvalSet,
+    data: EvalData,
     reference: float | None = None,
     stream_dir: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
@@ -373,8 +344,8 @@ def find_checkpoints(
             if key in found:
                 notes.append(f"skipped {f}: same weights as {found[key].path}")
                 continue
-            name = curve or meta["arch"]["codec"]["name"]
-            found[key] = CodecPoint(name, f, lmbda, task_of(meta["arch"]).name)
+            label = curve or meta["arch"]["codec"]["name"]
+            found[key] = CodecPoint(label, f, lmbda, task_of(meta["arch"]).name)
         if not found:
             raise InputError(f"{p}: no codec checkpoints (only task checkpoints or none)")
         points.extend(sorted(found.values(), key=lambda c: -(c.lmbda or 0)))

@@ -31,8 +31,9 @@ from featcodec.codec.bitstream import unpack
 from featcodec.codec.facade import Codec
 from featcodec.codec.files import atomic_write
 from featcodec.eval.bd import Curve, bd_rate
+from featcodec.eval.data import EvalData
 from featcodec.eval.metrics import PSNR
-from featcodec.eval.rd import EvalSet, evaluate_codec
+from featcodec.eval.rd import evaluate_codec
 from featcodec.eval.results import RDRow, software_versions, write_results
 from featcodec.eval.sweep import SceneRun, fit_or_reuse, lambda_sweep
 from featcodec.training import EnhancementModule
@@ -88,21 +89,22 @@ class ScalableConfig(SceneRun):
 
 
 @torch.no_grad()
-def evaluate_layers(codec: Codec, data: EvalSet, name: str, point: str) -> dict[str, float]:
+def evaluate_layers(codec: Codec, data: EvalData, name: str, point: str) -> dict[str, float]:
     """Mean bytes per image of each layer (real streams) and the PSNR of the enhancement."""
     psnr = PSNR()
     totals = {"header": 0, "base": 0, "enhancement": 0}
     pixels = 0
-    for item in data.items:
-        x = item["image"]
-        stream = codec.encode(x)
-        for k, v in unpack(stream).layer_bytes().items():
-            totals[k] += v
-        decoded = codec.decode(stream)
-        assert decoded.enhanced is not None
-        psnr.update(decoded.enhanced.clamp(0, 1), x[None])
-        pixels += x.shape[-2] * x.shape[-1]
-    n = len(data.items)
+    n = 0
+    for batch in data.batches(64):
+        for x in batch["image"]:
+            stream = codec.encode(x)
+            for k, v in unpack(stream).layer_bytes().items():
+                totals[k] += v
+            decoded = codec.decode(stream)
+            assert decoded.enhanced is not None
+            psnr.update(decoded.enhanced.clamp(0, 1), x[None])
+            pixels += x.shape[-2] * x.shape[-1]
+            n += 1
     return {
         "codec": name,
         "point": point,

@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from featcodec.eval.rd import EvalSet, synthetic_eval_set
+from featcodec.eval.data import EvalData, synthetic_eval_set
 from featcodec.training.codec_module import BaseCodecModule
 from featcodec.training.datasets import SyntheticScenesDataModule
 from featcodec.training.task import TaskModule
@@ -59,7 +59,7 @@ class SceneRun:
             seed=self.seed,
         )
 
-    def test_set(self) -> EvalSet:
+    def test_set(self) -> EvalData:
         """The test scenes that every point is measured on."""
         return synthetic_eval_set("test", self.test_size, self.image_size, self.seed)
 

@@ -10,7 +10,8 @@ from conftest import TINY
 
 from featcodec.codec.facade import Codec, default_arch
 from featcodec.codec.preview import PreviewSynthesis, reconstruction_distortion
-from featcodec.eval.rd import evaluate_codec, synthetic_eval_set
+from featcodec.eval.data import synthetic_eval_set
+from featcodec.eval.rd import evaluate_codec
 from featcodec.training import BaseCodecModule
 from featcodec.training.datasets import SyntheticScenes, collate_scenes
 

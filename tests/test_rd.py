@@ -16,7 +16,8 @@ from PIL import Image
 from featcodec.cli import main
 from featcodec.codec.facade import Codec, default_arch
 from featcodec.eval.anchors import build_anchor
-from featcodec.eval.rd import TaskSplit, evaluate_anchor, evaluate_codec, synthetic_eval_set
+from featcodec.eval.data import synthetic_eval_set
+from featcodec.eval.rd import TaskSplit, evaluate_anchor, evaluate_codec
 from featcodec.eval.results import RESULTS_FORMAT, RESULTS_VERSION, load_results
 
 SIZE, IMAGE = 6, 32
@@ -74,7 +75,7 @@ def test_learned_rate_is_the_streams_real_bytes(results: Path, tiny_checkpoint: 
     assert row.bytes == pytest.approx(sum(f.stat().st_size for f in files) / SIZE)
     codec = Codec.from_checkpoint(tiny_checkpoint)
     data = synthetic_eval_set("test", SIZE, IMAGE)
-    again = [len(codec.encode(item["image"])) for item in data.items]
+    again = [len(codec.encode(data.dataset[i]["image"])) for i in range(len(data))]
     assert row.bytes == pytest.approx(sum(again) / SIZE)
 
 

@@ -215,12 +215,12 @@ def test_enhancement_training_lowers_the_loss_and_keeps_the_base(
 
 
 def test_layer_measurement_counts_real_bytes(codec) -> None:
-    from featcodec.eval.rd import synthetic_eval_set
+    from featcodec.eval.data import synthetic_eval_set
     from featcodec.eval.scalable import evaluate_layers
 
     data = synthetic_eval_set("test", 2, 32)
     row = evaluate_layers(codec, data, "enh", "p")
-    streams = [unpack(codec.encode(item["image"])) for item in data.items]
+    streams = [unpack(codec.encode(data.dataset[i]["image"])) for i in range(len(data))]
     enh = sum(s.layer_bytes()["enhancement"] for s in streams)
     assert row["bpp_enhancement"] == pytest.approx(8 * enh / (2 * 32 * 32))
     whole = sum(s.total_bytes for s in streams)

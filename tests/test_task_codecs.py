@@ -12,7 +12,8 @@ from conftest import quiet_trainer
 from featcodec.cli import main
 from featcodec.codec.errors import CheckpointError, InputError
 from featcodec.codec.facade import Codec
-from featcodec.eval.rd import check_fits, evaluate_codec, synthetic_eval_set
+from featcodec.eval.data import synthetic_eval_set
+from featcodec.eval.rd import check_fits, evaluate_codec
 from featcodec.training import BaseCodecModule, TaskModule
 from featcodec.training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
 
@@ -134,8 +135,7 @@ def test_mixed_tasks_and_missing_ground_truth_are_refused(task_checkpoints, tmp_
     assert main(["eval", "rd", *map(str, paths), "-o", str(out)]) == 1
     assert not out.exists()
     data = synthetic_eval_set("test", 1, 32)
-    for item in data.items:
-        del item["depth"]
+    data.dataset = [{k: v for k, v in data.dataset[0].items() if k != "depth"}]
     with pytest.raises(InputError, match="no depth"):
         check_fits({"task": "depth", "num_classes": 5}, data, "x")
 

@@ -44,10 +44,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     rd.add_argument("--task-checkpoint", help="task network for anchors when no codec is given")
     rd.add_argument("--split-at", default="layer2", help="split node with --task-checkpoint")
+    rd.add_argument(
+        "--data",
+        metavar="CONFIG",
+        help="YAML config of the data module to evaluate on (configs/datasets/*.yaml: "
+        "ImageFolder, COCO, Cityscapes); default: the embedded synthetic scenes",
+    )
+    rd.add_argument("--data-root", help="with --data: the dataset's root folder")
     rd.add_argument("--split", default="test", choices=["train", "val", "test"])
-    rd.add_argument("--size", type=int, default=300, help="images of the split")
-    rd.add_argument("--image-size", type=int, default=48)
-    rd.add_argument("--seed", type=int, default=0)
+    rd.add_argument("--size", type=int, default=300, help="synthetic scenes of the split")
+    rd.add_argument("--image-size", type=int, default=48, help="synthetic scenes' size")
+    rd.add_argument("--seed", type=int, default=0, help="synthetic scenes' seed")
     rd.add_argument("--batch-size", type=int, default=64)
     rd.add_argument("--streams", help="also keep every stream under this folder")
     rd.add_argument("-o", "--out", default="runs/eval/rd.json", help="results JSON (+ .csv)")
@@ -237,7 +244,8 @@ def eval_bd(args: argparse.Namespace) -> int:
 def eval_rd(args: argparse.Namespace) -> int:
     from featcodec.api import check_device
     from featcodec.eval.anchors import ANCHORS, build_anchor
-    from featcodec.eval.rd import TaskSplit, find_checkpoints, synthetic_eval_set
+    from featcodec.eval.data import EvalData, data_module_from_config, synthetic_eval_set
+    from featcodec.eval.rd import TaskSplit, find_checkpoints
     from featcodec.eval.results import write_results
     from featcodec.inputs import refuse_existing
     from featcodec.models.tasks import task_of
@@ -256,7 +264,13 @@ def eval_rd(args: argparse.Namespace) -> int:
     points, notes = find_checkpoints(args.checkpoints, args.name) if args.checkpoints else ([], [])
     for note in notes:
         print(f"featcodec: {note}", file=sys.stderr)
-    data = synthetic_eval_set(args.split, args.size, args.image_size, args.seed)
+    if args.data_root and not args.data:
+        raise InputError("--data-root needs --data (a data module config)")
+    if args.data:
+        module = data_module_from_config(args.data, args.data_root)
+        data = EvalData.of_datamodule(module, args.split)
+    else:
+        data = synthetic_eval_set(args.split, args.size, args.image_size, args.seed)
     split = (
         TaskSplit.from_task_checkpoint(args.task_checkpoint, args.split_at)
         if args.task_checkpoint
@@ -289,9 +303,9 @@ def eval_rd(args: argparse.Namespace) -> int:
         software=_software(anchors),
     )
     print(format_rows(rows, metric))
-    per_image = 1e3 * elapsed / (len(rows) * len(data.items))
+    per_image = 1e3 * elapsed / (len(rows) * len(data))
     print(
-        f"\n{len(rows)} points × {len(data.items)} images in {elapsed:.1f} s "
+        f"\n{len(rows)} points × {len(data)} images in {elapsed:.1f} s "
         f"({per_image:.1f} ms per image per point); results: {json_path}, {csv_path}"
     )
     if args.tensorboard:
