@@ -26,7 +26,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/featcodec bench entropy
 
-$(STAMP): pyproject.toml setup.py codec/_rans.c
+$(STAMP): pyproject.toml setup.py codec/bounded_rans.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "featcodec needs Python >= 3.11 ($(PYTHON) is older); set PYTHON=python3.11"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

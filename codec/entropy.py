@@ -14,10 +14,11 @@ What this module adds is the path from tensors to bytes, not the models:
   than 64 entries up to σ = 256) and the nearest entry is used rather than the next larger
   one, which brings the coding overhead over −Σlog₂p from about 0.2 % to below 0.1 %.
 * Coding tables are converted to Python lists once and reused.
-* Decoding is bounds-checked (:mod:`codec._rans`, compressai's string format): compressai's own
-  decoder trusts its input and reads past the end of a forged string. A decoded string must
-  end exactly where its symbols do, so most corrupt or mis-decoded strings are refused rather
-  than decoded into garbage. Values beyond :data:`MAX_SYMBOL` are refused by the encoder.
+* Decoding is bounds-checked (:mod:`codec.bounded_rans`, compressai's string format):
+  compressai's own decoder trusts its input and reads past the end of a forged string. A
+  decoded string must end exactly where its symbols do, so most corrupt or mis-decoded
+  strings are refused rather than decoded into garbage. Values beyond :data:`MAX_SYMBOL` are
+  refused by the encoder.
 * Tables are derived state: they are not saved in checkpoints, and they are rebuilt
   automatically whenever the entropy model's parameters have changed, so a caller never meets
   compressai's "Uninitialized CDFs".
@@ -38,7 +39,7 @@ from compressai import ans
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor
 
-from featcodec.codec import _rans
+from featcodec.codec import bounded_rans
 from featcodec.codec.errors import BitstreamError, InputError
 
 _CODING_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")
@@ -55,7 +56,7 @@ RANS_FINAL_STATE = 1 << 31
 @dataclass(frozen=True)
 class CodingTables:
     """An entropy model's quantized CDFs, as lists for compressai's encoder and as int32
-    arrays for the decoder (:mod:`codec._rans`): one row per table, ``lengths[i]`` entries of
+    arrays for the decoder (:mod:`codec.bounded_rans`): one row per table, ``lengths[i]`` entries of
     row ``i`` used, symbol ``k`` of table ``i`` standing for ``k + offsets[i]``."""
 
     cdfs: list[list[int]]
@@ -158,7 +159,7 @@ class RansWriter:
 class RansReader:
     """Reads the groups of a :class:`RansWriter` string back, in order.
 
-    Decoding is bounds-checked (:mod:`codec._rans`): a short, forged or corrupt string raises
+    Decoding is bounds-checked (:mod:`codec.bounded_rans`): a short, forged or corrupt string raises
     :class:`BitstreamError` and never reads outside the string. :meth:`finish` checks that the
     string ends exactly where its last symbol does, which a corrupt string almost never does.
     """
@@ -177,7 +178,7 @@ class RansReader:
         index = np.ascontiguousarray(indexes.detach().cpu().reshape(-1).numpy(), dtype=np.int32)
         out = np.empty(index.size, dtype=np.int32)
         try:
-            self._pos, self._state = _rans.decode(
+            self._pos, self._state = bounded_rans.decode(
                 self._data,
                 self._pos,
                 self._state,

@@ -41,7 +41,8 @@ from featcodec.codec.entropy import bits
 from featcodec.codec.errors import BitstreamError, InputError
 from featcodec.codec.fingerprint import canonical_state, weights_digest
 from featcodec.codec.registry import build_codec
-from featcodec.models.backbones import Normalize, Split
+from featcodec.models.backbones import Normalize
+from featcodec.models.split import Split
 from featcodec.models.tasks import task_of
 
 

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from featcodec.codec.errors import InputError
-from featcodec.models.backbones import Normalize, build_backbone, resolve_weights, split_model
+from featcodec.models.backbones import Normalize, build_backbone, resolve_weights
+from featcodec.models.split import split_model
 from featcodec.training.datasets.files import one_line, read_rgb, require_file
 from featcodec.training.datasets.resize import resize_item
 from featcodec.training.datasets.synthetic import render_scene

@@ -11,6 +11,7 @@ stream, and a server decodes it and runs the rest::
 
     featcodec.list_codecs()             # codec networks by name
     featcodec.get_codec("hyperprior", in_channels=128, N=64, M=64)
+    featcodec.list_tasks()              # tasks a split network serves, featcodec.get_task(name)
 
 Every error a user can cause is a :class:`FeatcodecError` (:class:`BitstreamError`,
 :class:`InputError`, :class:`CheckpointError`) with a one-line message. The packages:
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from featcodec.codec.errors import BitstreamError, CheckpointError, FeatcodecError, InputError
 
 if TYPE_CHECKING:
-    from featcodec.api import get_codec, list_codecs, load
+    from featcodec.api import get_codec, get_task, list_codecs, list_tasks, load
     from featcodec.codec.facade import Codec, Decoded
     from featcodec.codec.video import VideoCodec
 
@@ -45,7 +46,9 @@ __all__ = [
     "VideoCodec",
     "__version__",
     "get_codec",
+    "get_task",
     "list_codecs",
+    "list_tasks",
     "load",
 ]
 
@@ -54,7 +57,9 @@ _LAZY = {
     "Decoded": "featcodec.codec.facade",
     "VideoCodec": "featcodec.codec.video",
     "get_codec": "featcodec.api",
+    "get_task": "featcodec.api",
     "list_codecs": "featcodec.api",
+    "list_tasks": "featcodec.api",
     "load": "featcodec.api",
 }
 

@@ -9,6 +9,8 @@ task networks by name.
 
     featcodec.list_codecs()                # ['enhancement', 'hyperprior', 'pframe']
     base = featcodec.get_codec("hyperprior", in_channels=128, N=64, M=64)
+    featcodec.list_tasks()                 # ['classification', 'depth', 'detection', ...]
+    task = featcodec.get_task("segmentation")   # its head, losses, metric, summary
 
 Names follow torchvision's ``get_model``/``list_models``: a builder per name, configured by
 keyword arguments, fresh (untrained) weights.
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
     from featcodec.codec.facade import Codec
     from featcodec.codec.video import VideoCodec
+    from featcodec.models.tasks import Task
 
 
 def check_device(device: str) -> Any:
@@ -87,3 +90,22 @@ def get_codec(name: str, **config: Any) -> nn.Module:
         return build_codec(name, **config)
     except (TypeError, ValueError) as e:
         raise InputError(f"get_codec({name!r}): {e}") from None
+
+
+def list_tasks() -> list[str]:
+    """Names :func:`get_task` knows: the tasks a split network can serve."""
+    from featcodec.models.tasks import list_tasks as names
+
+    return names()
+
+
+def get_task(name: str) -> Task:
+    """The task ``name`` (:func:`list_tasks`): it builds its network on a split backbone and
+    knows its loss, distillation loss, metric and prediction summary; :class:`InputError` for
+    an unknown name."""
+    from featcodec.models.tasks import get_task as lookup
+
+    try:
+        return lookup(name)
+    except ValueError as e:
+        raise InputError(str(e)) from None

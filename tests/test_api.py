@@ -70,3 +70,17 @@ def test_a_missing_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(featcodec.CheckpointError, match="checkpoint not found"):
         featcodec.load(tmp_path / "none.ckpt")
     assert issubclass(featcodec.CheckpointError, featcodec.FeatcodecError)
+
+
+def test_tasks_by_name() -> None:
+    assert featcodec.list_tasks() == [
+        "classification",
+        "depth",
+        "detection",
+        "keypoints",
+        "segmentation",
+    ]
+    task = featcodec.get_task("depth")
+    assert task.name == "depth" and task.metric_name == "depth_rmse" and not task.higher_is_better
+    with pytest.raises(featcodec.InputError, match="unknown task 'telepathy'"):
+        featcodec.get_task("telepathy")

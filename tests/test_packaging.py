@@ -83,7 +83,7 @@ def test_the_wheel_holds_only_featcodec(wheel: Path) -> None:
             inside = init.relative_to(REPO).as_posix()
             wanted = inside if root == "featcodec" else f"featcodec/{inside}"
             assert wanted in names, f"{inside} is not packaged (pyproject.toml packages)"
-    assert any(n.startswith("featcodec/codec/_rans") and n.endswith(".so") for n in names)
+    assert any(n.startswith("featcodec/codec/bounded_rans") and n.endswith(".so") for n in names)
 
 
 USER_SCRIPT = """
@@ -206,3 +206,27 @@ def test_no_task_name_branches_outside_the_task_files() -> None:
                         if isinstance(v, ast.Constant) and v.value in TASK_NAMES:
                             found.append(f"{path.relative_to(REPO)}:{node.lineno} {v.value!r}")
     assert not found, found
+
+
+def test_no_import_of_another_modules_private_name() -> None:
+    found = []
+    for root in ("codec", "models", "training", "eval", "featcodec", "tests"):
+        for path in (REPO / root).rglob("*.py"):
+            if path == LEGACY_SCRIPT:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("featcodec"):
+                    parts = [*node.module.split("."), *(a.name for a in node.names)]
+                    if any(p.startswith("_") and not p.startswith("__") for p in parts):
+                        found.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not found, found
+
+
+def test_no_source_file_over_500_lines() -> None:
+    long = []
+    for root in ("codec", "models", "training", "eval", "featcodec", "tests"):
+        for path in (REPO / root).rglob("*.py"):
+            n = len(path.read_text().splitlines())
+            if n > 500:
+                long.append(f"{path.relative_to(REPO)}: {n}")
+    assert not long, long

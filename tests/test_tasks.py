@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from featcodec.models.backbones import Normalize, Split, build_backbone, split_model
+from featcodec.models.backbones import Normalize, build_backbone
+from featcodec.models.split import Split, split_model
 from featcodec.models.tasks import TASKS as REGISTRY
 from featcodec.models.tasks import Task, get_task, metric_higher_is_better
 from featcodec.models.tasks.depth import DepthRMSE

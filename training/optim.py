@@ -5,15 +5,14 @@ parameters, trained on the rate–distortion loss (Adam, cosine decay to 0 over 
 the factorized model's quantiles, trained on their own aux loss by a second Adam. compressai's
 ``net_aux_optimizer`` splits them (by the ``.quantiles`` name).
 
-One step runs ONE backward pass of ``loss + aux``: the rate–distortion loss does not reach the
-quantiles and the aux loss reaches nothing else (compressai stops its gradient into the density
-model), so each optimizer gets exactly the gradient of its own loss, as with two passes — and
-under DDP one backward is one synchronised reduction, so every process keeps identical weights.
+A step is compressai's recipe: the loss's backward pass and step, then the aux loss, computed
+with the updated density model, and its step. The aux gradient is taken with
+``torch.autograd.grad`` (it reaches the quantiles only) rather than a second backward pass
+through DDP's gradient hooks, and averaged over processes by the strategy, so that several
+processes keep identical weights (tests/test_ddp.py).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -33,15 +32,18 @@ def layer_optimizers(module: pl.LightningModule, layer: nn.Module, lr: float, au
 
 
 def layer_step(module: pl.LightningModule, loss: Tensor, layer: nn.Module) -> Tensor:
-    """One manual step of ``loss`` and ``layer``'s aux loss (one backward; the main gradients
-    clipped to norm 1), then the schedule. Returns the aux loss."""
+    """One manual step: the loss (gradients clipped to norm 1), then ``layer``'s aux loss,
+    then the schedule. Returns the aux loss. (Full precision: the aux gradient does not pass
+    through a mixed-precision gradient scaler.)"""
     opt, aux_opt = module.optimizers()
-    aux: Any = layer.aux_loss()
     opt.zero_grad()
-    aux_opt.zero_grad()
-    module.manual_backward(loss + aux)
+    module.manual_backward(loss)
     module.clip_gradients(opt, gradient_clip_val=1.0, gradient_clip_algorithm="norm")
     opt.step()
+    quantiles = layer.entropy_z.quantiles
+    aux: Tensor = layer.aux_loss()
+    (grad,) = torch.autograd.grad(aux, [quantiles])
+    quantiles.grad = module.trainer.strategy.reduce(grad, reduce_op="mean")
     aux_opt.step()
     module.lr_schedulers().step()
     return aux.detach()

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from featcodec.models.backbones import Split, split_model
+from featcodec.models.split import Split, split_model
 
 
 class Task:

@@ -37,7 +37,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import ResNet
 from torchvision.ops import MultiScaleRoIAlign
 
-from featcodec.models.backbones import Split, split_model
+from featcodec.models.split import Split, split_model
 from featcodec.models.tasks.base import Task, register_task
 from featcodec.models.tasks.trunk import LOW_STRIDE, TRUNK, resnet, stage_channels
 

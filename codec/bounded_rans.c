@@ -142,7 +142,7 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rans",
-                                    "Bounds-checked rANS decoding (see _rans.c).", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "bounded_rans",
+                                    "Bounds-checked rANS decoding (see bounded_rans.c).", -1, methods};
 
-PyMODINIT_FUNC PyInit__rans(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit_bounded_rans(void) { return PyModule_Create(&module); }
