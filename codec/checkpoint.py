@@ -3,10 +3,11 @@ loadable from the file alone, writing, reading (weights-only) and rebuilding.
 
 A checkpoint is a ``torch.save`` dict (also Lightning's training checkpoints) with
 ``state_dict`` and a ``featcodec`` entry: ``format``, ``kind`` ("codec", "video" or "task"),
-``arch`` (the architecture dict, :mod:`codec.config`) and ``state_prefix`` (where the model's
-weights are inside ``state_dict``). Format 2 names the weights of the transforms after
-compressai's layers; format 1 checkpoints (older) are read too, their weights renamed on load
-(:func:`upgrade_state_dict`).
+``arch`` (the architecture dict, :mod:`codec.config`), ``state_prefix`` (where the model's
+weights are inside ``state_dict``) and ``weights_digest``, a hash of those weights checked on
+load, so a corrupted or altered file is refused (:func:`seal`). Format 2 names the weights of
+the transforms after compressai's layers; format 1 checkpoints (older) are read too, their
+weights renamed on load (:func:`upgrade_state_dict`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from featcodec.codec.errors import CheckpointError
 from featcodec.codec.files import atomic_path
-from featcodec.codec.fingerprint import legacy_names
+from featcodec.codec.fingerprint import legacy_names, weights_digest
 
 CHECKPOINT_FORMAT = 2
 """The format this build writes."""
@@ -41,11 +42,25 @@ def checkpoint_entry(kind: str, arch: dict[str, Any], state_prefix: str) -> dict
     }
 
 
+def seal(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Record in ``checkpoint["featcodec"]`` the digest of the weights it describes (those
+    under its ``state_prefix``); :func:`load_checkpoint` checks it. Returns ``checkpoint``."""
+    meta = checkpoint["featcodec"]
+    meta["weights_digest"] = _digest(checkpoint["state_dict"], meta.get("state_prefix", ""))
+    return checkpoint
+
+
+def _digest(state: dict[str, Any], prefix: str) -> str:
+    mine = {k: v for k, v in state.items() if k.startswith(prefix) and isinstance(v, Tensor)}
+    return weights_digest(None, mine).hex()
+
+
 def save_checkpoint(model: Any, path: str | os.PathLike[str]) -> None:
     """Write ``model`` (anything with ``checkpoint_entry`` and ``state_dict``) as a standalone
-    checkpoint, atomically."""
+    checkpoint, sealed (:func:`seal`), atomically."""
+    ckpt = seal({"featcodec": model.checkpoint_entry(""), "state_dict": model.state_dict()})
     with atomic_path(path) as tmp:
-        torch.save({"featcodec": model.checkpoint_entry(""), "state_dict": model.state_dict()}, tmp)
+        torch.save(ckpt, tmp)
 
 
 def upgrade_state_dict(model: nn.Module, state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -99,5 +114,13 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str | tuple[str, ...]) -
     if meta.get("kind") not in kinds:
         raise CheckpointError(
             f"{path} is a {meta.get('kind')} checkpoint, not a {' or '.join(kinds)} checkpoint"
+        )
+    prefix = meta.get("state_prefix", "")
+    if not isinstance(prefix, str):
+        raise CheckpointError(f"{path}: its state_prefix is not a name")
+    digest = meta.get("weights_digest")  # checkpoints written before digests have none
+    if digest is not None and digest != _digest(ckpt["state_dict"], prefix):
+        raise CheckpointError(
+            f"{path}: the weights do not match the checkpoint's digest (a corrupt or altered file)"
         )
     return ckpt

@@ -168,6 +168,10 @@ def test_bad_checkpoints_are_refused(tmp_path, tiny_checkpoint) -> None:
     ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if "g_s" not in k}
     partial = tmp_path / "partial.ckpt"
     torch.save(ckpt, partial)
+    with pytest.raises(CheckpointError, match="do not match the checkpoint's digest"):
+        Codec.from_checkpoint(partial)
+    del ckpt["featcodec"]["weights_digest"]  # as a checkpoint from before digests
+    torch.save(ckpt, partial)
     with pytest.raises(CheckpointError, match="do not fit"):
         Codec.from_checkpoint(partial)
 

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from featcodec.codec.checkpoint import upgrade_state_dict
+from featcodec.codec.checkpoint import seal, upgrade_state_dict
 from featcodec.codec.config import HyperpriorConfig
 from featcodec.codec.errors import CheckpointError
 from featcodec.codec.facade import Codec, CodecOutput
@@ -226,6 +226,7 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
+        seal(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming from a format-1 checkpoint: its weights renamed to today's names."""

@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from featcodec.codec.checkpoint import upgrade_state_dict
+from featcodec.codec.checkpoint import seal, upgrade_state_dict
 from featcodec.codec.config import EnhancementConfig
 from featcodec.codec.entropy import bits
 from featcodec.codec.facade import Codec
@@ -138,6 +138,7 @@ class EnhancementModule(TrainsInTrainMode, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
+        seal(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming from a format-1 checkpoint: its weights renamed to today's names."""

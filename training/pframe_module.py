@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from featcodec.codec.checkpoint import upgrade_state_dict
+from featcodec.codec.checkpoint import seal, upgrade_state_dict
 from featcodec.codec.config import MotionConfig, PFrameConfig
 from featcodec.codec.entropy import bits
 from featcodec.codec.facade import Codec
@@ -166,6 +166,7 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
+        seal(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming from a format-1 checkpoint: its weights renamed to today's names."""

@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from featcodec.codec.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from featcodec.codec.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, seal
 from featcodec.codec.errors import CheckpointError
 from featcodec.models.backbones import Normalize
 from featcodec.models.tasks import DEFAULT_TASK, get_task
@@ -115,6 +115,7 @@ class TaskModule(pl.LightningModule):
             "arch": task_arch(hp.task, hp.backbone, hp.num_classes, hp.task_options),
             "state_prefix": "net.",
         }
+        seal(checkpoint)
 
 
 def load_task_network(
