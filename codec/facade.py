@@ -41,6 +41,7 @@ from featcodec.codec.entropy import bits
 from featcodec.codec.errors import BitstreamError, InputError
 from featcodec.codec.fingerprint import canonical_state, weights_digest
 from featcodec.codec.registry import build_codec
+from featcodec.codec.sequence import check_layout
 from featcodec.models.backbones import Normalize
 from featcodec.models.split import Split
 from featcodec.models.tasks import task_of
@@ -225,9 +226,10 @@ class Codec(nn.Module):
 
     # coding ---------------------------------------------------------------------------------
 
-    def check_input(self, t: Tensor, channels: int, what: str) -> Tensor:
+    def check_input(self, t: Tensor, channels: int, what: str, unit_range: bool = False) -> Tensor:
         """``t`` ``(C, H, W)`` or ``(1, C, H, W)`` as a float batch of one, or
-        :class:`InputError` naming what is wrong with it (``what`` names the input)."""
+        :class:`InputError` naming what is wrong with it (``what`` names the input); with
+        ``unit_range`` (images) its values must lie in [0, 1]."""
         if t.ndim == 3:
             t = t.unsqueeze(0)
         if t.ndim != 4 or t.shape[0] != 1:
@@ -251,6 +253,13 @@ class Codec(nn.Module):
             )
         if not torch.isfinite(t).all():
             raise InputError(f"{what}: contains NaN or Inf values")
+        if unit_range:
+            low, high = float(t.min()), float(t.max())
+            if low < 0 or high > 1:
+                raise InputError(
+                    f"{what}: values must lie in [0, 1], found {low:.4g}..{high:.4g} "
+                    "(scale 8-bit images by 1/255)"
+                )
         return t.float()
 
     def encode(self, x: Tensor, layers: str = "all") -> bytes:
@@ -261,7 +270,7 @@ class Codec(nn.Module):
         """
         if layers not in ("all", "base"):
             raise InputError(f"layers must be 'all' or 'base', not {layers!r}")
-        x = self.check_input(x, 3, "image").to(self._device)
+        x = self.check_input(x, 3, "image", unit_range=True).to(self._device)
         f = self.features(x)
         if self.enhancement is None or layers == "base":
             return self.encode_features(f, input_size=tuple(x.shape[-2:]))
@@ -307,11 +316,12 @@ class Codec(nn.Module):
                 f"stream was written by model {stream.fingerprint.hex()}, "
                 f"this checkpoint is {self.fingerprint.hex()}"
             )
+        check_layout(stream)
         h, w = check_shapes(stream, self.channels, self.stride)
         if not stream.has(SectionKind.BASE) and stream.has(SectionKind.ENH):
             raise BitstreamError("enhancement section without its base layer")
         for kind in (SectionKind.HYPER, SectionKind.BASE):
-            check_rans_payload(kind, stream.section(kind))
+            stream.section(kind)  # present
         return h, w
 
     def check_enhancement(self, stream: Stream) -> None:
@@ -329,8 +339,6 @@ class Codec(nn.Module):
                 f"enhancement layer was written by model {tag.hex()}, this checkpoint's "
                 f"enhancement is {mine.hex()} (base and enhancement from different models?)"
             )
-        check_rans_payload(SectionKind.HYPER_ENH, head[FINGERPRINT_BYTES:])
-        check_rans_payload(SectionKind.ENH, stream.section(SectionKind.ENH))
 
     @torch.no_grad()
     def decode(self, data: bytes | Stream, layers: str = "all") -> Decoded:
@@ -390,14 +398,6 @@ class Codec(nn.Module):
     def from_checkpoint(cls, path: str | os.PathLike[str]) -> Codec:
         """Rebuild a codec from a checkpoint alone (training or :meth:`save` checkpoint)."""
         return rebuild(path, load_checkpoint(path, kind="codec"), cls.build)
-
-
-def check_rans_payload(kind: SectionKind, payload: bytes) -> None:
-    """:class:`BitstreamError` naming the section unless ``payload`` can be rANS data."""
-    if len(payload) < 8 or len(payload) % 4:
-        raise BitstreamError(
-            f"{kind.name.lower()} section of {len(payload)} bytes is not rANS data"
-        )
 
 
 def check_shapes(stream: Stream, channels: int, stride: int) -> tuple[int, int]:

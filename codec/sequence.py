@@ -8,7 +8,14 @@ reads that structure without any model (``featcodec info`` uses it, and imports 
 
 from __future__ import annotations
 
-from featcodec.codec.bitstream import SectionKind, Stream, split_prefixed
+from featcodec.codec.bitstream import (
+    FINGERPRINT_BYTES,
+    MAX_INPUT_PIXELS,
+    SectionKind,
+    ShapeTag,
+    Stream,
+    split_prefixed,
+)
 from featcodec.codec.errors import BitstreamError
 
 KIND_NAMES = {"I": "I-frame", "P": "P-frame"}
@@ -46,3 +53,45 @@ def motion_bytes(stream: Stream) -> list[int]:
     """Bytes of motion side information of each P-frame of ``stream``, in stream order."""
     inter = [s.payload for s in stream.sections if s.kind == SectionKind.INTER]
     return [len(split_prefixed(payload, "motion")[0]) for payload in inter]
+
+
+def check_rans_payload(kind: SectionKind, payload: bytes) -> None:
+    """:class:`BitstreamError` naming the section unless ``payload`` can be a rANS string
+    (whole 32-bit words, at least the 8-byte final state)."""
+    if len(payload) < 8 or len(payload) % 4:
+        raise BitstreamError(
+            f"{kind.name.lower()} section of {len(payload)} bytes is not rANS data"
+        )
+
+
+def check_layout(stream: Stream) -> None:
+    """What can be checked of a stream without its model (``featcodec info`` checks it too;
+    a decoder checks more): the shapes (ranks, an RGB input within
+    :data:`~codec.bitstream.MAX_INPUT_PIXELS`), every payload that must be a rANS string,
+    and, for a sequence, that no frame is missing. :class:`BitstreamError` names the problem."""
+    for tag in (ShapeTag.INPUT, ShapeTag.FEATURES):
+        dims = stream.shape(tag)
+        if len(dims) != 3:
+            raise BitstreamError(f"{tag.name.lower()} shape {dims} should have 3 dimensions")
+    c, h, w = stream.shape(ShapeTag.INPUT)
+    if c != 3:
+        raise BitstreamError(f"input shape {(c, h, w)} is not an RGB image")
+    if h * w > MAX_INPUT_PIXELS:
+        raise BitstreamError(f"input size {h}×{w} is over the limit of {MAX_INPUT_PIXELS:,} pixels")
+    for s in stream.sections:
+        where = f" (frame {s.frame})" if s.kind == SectionKind.INTER or s.frame else ""
+        try:
+            if s.kind == SectionKind.HYPER_ENH:
+                if len(s.payload) < FINGERPRINT_BYTES:
+                    raise BitstreamError("hyper-enh section shorter than its fingerprint")
+                check_rans_payload(s.kind, s.payload[FINGERPRINT_BYTES:])
+            elif s.kind == SectionKind.INTER:
+                check_rans_payload(s.kind, split_prefixed(s.payload, "motion")[1])
+            else:
+                check_rans_payload(s.kind, s.payload)
+        except BitstreamError as e:
+            raise BitstreamError(f"{e}{where}") from None
+    if any(s.frame for s in stream.sections) or any(
+        s.kind == SectionKind.INTER for s in stream.sections
+    ):
+        frame_kinds(stream)

@@ -46,14 +46,20 @@ from featcodec.codec.bitstream import (
 from featcodec.codec.checkpoint import checkpoint_entry, load_checkpoint, rebuild, save_checkpoint
 from featcodec.codec.config import MotionConfig, PFrameConfig, as_dict, parse_section
 from featcodec.codec.errors import BitstreamError, InputError
-from featcodec.codec.facade import Codec, check_rans_payload, check_shapes
+from featcodec.codec.facade import Codec, check_shapes
 from featcodec.codec.fingerprint import canonical_state, weights_digest
 from featcodec.codec.latent_motion import latent_motion
 from featcodec.codec.motion import warp
 from featcodec.codec.motion_estimation import estimate_flow, global_affine
 from featcodec.codec.motion_side_info import AffineMotion, FlowMotion, Motion, MotionCoder
 from featcodec.codec.pframe import PFrameCodec
-from featcodec.codec.sequence import KIND_NAMES, MOTION_SOURCES, frame_kinds
+from featcodec.codec.sequence import (
+    KIND_NAMES,
+    MOTION_SOURCES,
+    check_layout,
+    check_rans_payload,
+    frame_kinds,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Sequences
@@ -194,7 +200,7 @@ class VideoCodec(nn.Module):
                     f"frame {t} has shape {tuple(x.shape)}, frame 0 {first}: every frame of a "
                     "sequence must have the same size"
                 )
-            out.append(self.intra.check_input(x, 3, f"frame {t}"))
+            out.append(self.intra.check_input(x, 3, f"frame {t}", unit_range=True))
         return out
 
     @torch.no_grad()
@@ -261,6 +267,7 @@ class VideoCodec(nn.Module):
                 f"stream was written by model {stream.fingerprint.hex()}, "
                 f"this checkpoint is {self.fingerprint.hex()}"
             )
+        check_layout(stream)
         h, w = check_shapes(stream, self.channels, self.stride)
         if any(s.kind in (SectionKind.HYPER_ENH, SectionKind.ENH) for s in stream.sections):
             raise BitstreamError("a sequence stream cannot carry enhancement sections")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from featcodec.codec.bitstream import MAX_INPUT_PIXELS
 from featcodec.codec.errors import InputError
@@ -55,8 +55,15 @@ def refuse_existing(targets: list[Path], overwrite: bool) -> None:
 
 
 def load_image(path: Path) -> Tensor:
-    """RGB image ``(3, H, W)`` float32 in [0, 1]; images over
-    :data:`~codec.bitstream.MAX_INPUT_PIXELS` are refused before they are decoded."""
+    """RGB image ``(3, H, W)`` float32 in [0, 1], read faithfully; images over
+    :data:`~codec.bitstream.MAX_INPUT_PIXELS` are refused before they are decoded.
+
+    8-bit images (grey, palette, RGB, CMYK, ...) are scaled by 1/255; 16-bit images (grey
+    ``I;16``, and 32-bit integer ``I`` images, taken as 16-bit) by 1/65535; float images
+    (``F``) are taken as they are and must lie in [0, 1]. Grey becomes three equal channels.
+    An alpha channel (or a palette's transparency) is composited over black: each colour is
+    multiplied by its alpha.
+    """
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
@@ -69,14 +76,37 @@ def load_image(path: Path) -> Tensor:
                     f"{path}: {w}×{h} pixels is over the limit of {MAX_INPUT_PIXELS:,} pixels "
                     "(code it in tiles)"
                 )
-            rgb = im.convert("RGB")
+            array = _rgb_array(im, path)
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
         reason = "not an image" if isinstance(e, UnidentifiedImageError) else str(e)
         raise InputError(f"{path}: cannot read as an image ({reason})") from None
-    array = np.asarray(rgb, dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
+
+
+def _rgb_array(im: Any, path: Path) -> Any:
+    """``im`` (a PIL image) as an ``(H, W, 3)`` float32 array in [0, 1] (rules: see
+    :func:`load_image`)."""
+    import numpy as np
+
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        grey = np.asarray(im, dtype=np.float64)
+        if grey.size and (grey.min() < 0 or grey.max() > 65535):
+            raise InputError(f"{path}: integer image values outside 0..65535")
+        grey = (grey / 65535.0).astype(np.float32)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    if mode == "F":
+        grey = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(grey).all() or (grey.size and (grey.min() < 0 or grey.max() > 1)):
+            raise InputError(f"{path}: float image values outside [0, 1] (or not finite)")
+        return np.repeat(grey[..., None], 3, axis=-1)
+    transparent = "A" in im.getbands() or "transparency" in im.info
+    if transparent:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        return rgba[..., :3] * rgba[..., 3:]  # over black
+    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
 def load_tensor(path: Path) -> Tensor:

@@ -8,9 +8,9 @@ import struct
 import zipfile
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 import torch
+from conftest import quiet_trainer
 from lightning.pytorch.callbacks import Callback
 
 from featcodec.codec.checkpoint import load_checkpoint
@@ -51,30 +51,20 @@ class _Crash(Callback):
             raise RuntimeError("simulated crash")
 
 
-def _trainer(epochs: int, callbacks: list[Callback]) -> pl.Trainer:
-    return pl.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-        callbacks=callbacks,
-    )
-
-
 def test_a_crashed_run_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     data = SyntheticScenesDataModule(image_size=32, train_size=16, val_size=4, batch_size=4)
     last = LastCheckpoint(tmp_path, every_n_train_steps=2)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _trainer(2, [last, _Crash()]).fit(TaskModule(), data)
+        quiet_trainer(epochs=2, limit_val_batches=1, callbacks=[last, _Crash()]).fit(
+            TaskModule(), data
+        )
     path = tmp_path / "last.ckpt"
     saved = torch.load(path, weights_only=True)
     assert saved["global_step"] == 2  # written during the run, before the crash
     assert load_checkpoint(path, kind="task")["featcodec"]["weights_digest"]
-    resumed = _trainer(2, [LastCheckpoint(tmp_path, every_n_train_steps=2)])
+    resumed = quiet_trainer(
+        epochs=2, limit_val_batches=1, callbacks=[LastCheckpoint(tmp_path, every_n_train_steps=2)]
+    )
     resumed.fit(TaskModule(), data, ckpt_path=str(path))
     assert resumed.global_step == 8  # 2 epochs × 4 batches
     assert torch.load(path, weights_only=True)["global_step"] == 8

@@ -21,12 +21,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from featcodec.codec import bitstream
+    from featcodec.codec.errors import BitstreamError
     from featcodec.codec.files import STREAM_SUFFIXES
+    from featcodec.codec.sequence import check_layout
     from featcodec.inputs import collect
 
     reports = []
     for f in collect(args.streams, STREAM_SUFFIXES, "streams"):
         s = bitstream.read(f)
+        try:
+            check_layout(s)  # what a decoder would refuse without its model, refused here
+        except BitstreamError as e:
+            raise BitstreamError(f"{f}: {e}") from None
         shapes = {tag.name.lower(): list(dims) for tag, dims in s.shapes.items()}
         reports.append(
             {
