@@ -27,6 +27,7 @@ from compressai.models.sensetime import ResidualBottleneckBlock
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from featcodec.codec.coding_mode import EXACT, CodingMode
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
 from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.preview import PreviewSynthesis
@@ -144,16 +145,20 @@ class HyperpriorCodec(ConditionalHyperprior):
         return BaseOutput(f_hat, latent.likelihoods, y_hat, preview)
 
     @torch.no_grad()
-    def compress(self, f: Tensor) -> BaseCode:
+    def compress(self, f: Tensor, mode: CodingMode = EXACT) -> BaseCode:
         """Entropy-code features ``f`` ``(B, C, h, w)``."""
-        y_strings, z_strings, y_hat = self.latent_compress(self.g_a(self.pad(f)))
+        y_strings, z_strings, y_hat = self.latent_compress(self.g_a(self.pad(f)), mode=mode)
         return BaseCode(y_strings, z_strings, y_hat)
 
     @torch.no_grad()
     def decompress(
-        self, y_strings: list[bytes], z_strings: list[bytes], size: tuple[int, int]
+        self,
+        y_strings: list[bytes],
+        z_strings: list[bytes],
+        size: tuple[int, int],
+        mode: CodingMode = EXACT,
     ) -> tuple[Tensor, Tensor]:
         """Decode ``(F̂, Ŷ)`` for features of spatial ``size`` ``(h, w)``."""
-        y_hat = self.latent_decompress(y_strings, z_strings, self.hyper_size(*size))
+        y_hat = self.latent_decompress(y_strings, z_strings, self.hyper_size(*size), mode=mode)
         f_hat = self.g_s(y_hat)[..., : size[0], : size[1]]
         return f_hat, y_hat

@@ -1,10 +1,11 @@
 """The ``.fcb`` container: a self-describing bitstream for coded feature tensors.
 
-Layout, version 1 (integers little-endian; ``varint`` is unsigned LEB128, at most 5 bytes)::
+Layout, version 2 (integers little-endian; ``varint`` is unsigned LEB128, at most 5 bytes,
+minimal)::
 
     magic        4 bytes   89 46 43 42  ("\\x89FCB")
-    version      u8        1
-    flags        u8        0 (reserved)
+    version      u8        2 (1 is read too)
+    flags        u8        bit 0: float entropy parameters (codec.coding_mode.FLOAT); others 0
     fingerprint  8 bytes   model that wrote the stream (architecture + weights)
     n_shapes     u8        1..8
       tag        u8        1 input, 2 features
@@ -17,7 +18,13 @@ Layout, version 1 (integers little-endian; ``varint`` is unsigned LEB128, at mos
       length     varint    payload bytes
       crc32      u32       CRC-32 of the payload
     header_crc   u32       CRC-32 of every header byte before it
-    payloads               in section order: base sections before enhancement sections
+    payloads               in section order: base sections before enhancement sections,
+                           then by frame, then by kind (each record once)
+
+Version 2 codes latents with device-exact entropy parameters (:mod:`codec.exact`) and ends
+every rANS string in a check of what its decoder must reproduce
+(:class:`codec.entropy.RansWriter`): ``EXACT``. Version 1 (float parameters, no check,
+any varint, sections in any order within a layer) is read for old streams: ``LEGACY``
 
 A video sequence is one stream: each frame's sections carry its index, an I-frame has hyper +
 base sections, a P-frame one inter section (in the base layer) whose payload is its motion
@@ -40,11 +47,17 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 
+from featcodec.codec.coding_mode import (
+    FLAG_FLOAT_ENTROPY,
+    CodingMode,
+    coding_mode,
+)
 from featcodec.codec.errors import BitstreamError, InputError
 from featcodec.codec.files import atomic_write
 
 MAGIC = b"\x89FCB"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 FINGERPRINT_BYTES = 8
 MAX_SHAPES = 8
 MAX_NDIM = 4
@@ -122,6 +135,7 @@ class Stream:
         fingerprint: ``FINGERPRINT_BYTES`` bytes identifying the model that wrote it.
         shapes: tensor shapes by tag, e.g. ``{INPUT: (3, H, W), FEATURES: (C, h, w)}``.
         sections: payloads in stream order.
+        version, flags: the header's (:func:`header_fields`; :attr:`mode`).
         header_bytes: size of the header (filled in by :func:`unpack`).
         cut: the stream ends right after its base sections although the header announces
             enhancement sections (read with ``layers="base"``); they are not in ``sections``.
@@ -134,9 +148,15 @@ class Stream:
     shapes: dict[ShapeTag, tuple[int, ...]]
     sections: tuple[Section, ...]
     version: int = VERSION
+    flags: int = 0
     header_bytes: int = field(default=0, compare=False)
     cut: bool = field(default=False, compare=False)
     corrupt: dict[int, frozenset[SectionKind]] = field(default_factory=dict, compare=False)
+
+    @property
+    def mode(self) -> CodingMode:
+        """How its latents were coded (from the version and flags)."""
+        return coding_mode(self.version, self.flags)
 
     def has(self, kind: SectionKind, frame: int = 0) -> bool:
         return any(s.kind == kind and s.frame == frame for s in self.sections)
@@ -220,12 +240,15 @@ def pack(stream: Stream) -> bytes:
         raise BitstreamError(f"a stream holds 1..{MAX_SHAPES} shapes")
     if not 1 <= len(stream.sections) <= MAX_SECTIONS:
         raise BitstreamError(f"a stream holds 1..{MAX_SECTIONS} sections")
+    _check_version(stream.version, stream.flags)
     head = bytearray(MAGIC)
-    head += bytes([VERSION, 0]) + stream.fingerprint + bytes([len(stream.shapes)])
+    head += bytes([stream.version, stream.flags]) + stream.fingerprint + bytes([len(stream.shapes)])
     for tag, dims in stream.shapes.items():
         _check_shape(ShapeTag(tag).name.lower(), dims)
         head += bytes([tag, len(dims)]) + b"".join(varint(d) for d in dims)
     _check_order([s.kind for s in stream.sections])
+    if stream.version >= 2:
+        _check_canonical([(s.kind, s.frame) for s in stream.sections])
     head += varint(len(stream.sections))
     for s in stream.sections:
         if not 0 <= s.frame <= MAX_FRAME or len(s.payload) > MAX_SECTION_BYTES:
@@ -234,6 +257,24 @@ def pack(stream: Stream) -> bytes:
         head += zlib.crc32(s.payload).to_bytes(4, "little")
     head += zlib.crc32(head).to_bytes(4, "little")
     return bytes(head) + b"".join(s.payload for s in stream.sections)
+
+
+def _check_version(version: int, flags: int) -> None:
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(
+            f"unsupported format version {version} (this build reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
+        )
+    allowed = FLAG_FLOAT_ENTROPY if version >= 2 else 0
+    if flags & ~allowed:
+        raise BitstreamError(f"unknown header flags 0x{flags:02x} for format version {version}")
+
+
+def _check_canonical(records: list[tuple[SectionKind, int]]) -> None:
+    """Version 2: sections by layer, then frame, then kind (so one stream has one layout)."""
+    keys = [(LAYER_OF[k] == "enhancement", frame, int(k)) for k, frame in records]
+    if any(a >= b for a, b in zip(keys, keys[1:], strict=False)):
+        raise BitstreamError("malformed header: sections out of order")
 
 
 def _check_shape(name: str, dims: tuple[int, ...]) -> None:
@@ -319,11 +360,10 @@ def unpack(data: bytes, layers: str = "all", corrupt: str = "raise") -> Stream:
         )
     r.take(len(MAGIC), "magic")
     version = r.u8("version")
-    if version != VERSION:
-        raise BitstreamError(f"unsupported format version {version} (this build reads {VERSION})")
     flags = r.u8("flags")
-    if flags:
-        raise BitstreamError(f"unknown header flags 0x{flags:02x}")
+    _check_version(version, flags)
+    if version >= 2:
+        r.non_minimal = "malformed header: {what} is not a minimal varint"
     fingerprint = r.take(FINGERPRINT_BYTES, "fingerprint")
 
     n_shapes = r.u8("shape count")
@@ -363,6 +403,8 @@ def unpack(data: bytes, layers: str = "all", corrupt: str = "raise") -> Stream:
         records.append((kind, frame, length, crc))
 
     _check_order([k for k, _, _, _ in records])
+    if version >= 2:
+        _check_canonical([(k, f) for k, f, _, _ in records])
     header_end = r.pos
     stored_crc = int.from_bytes(r.take(4, "header CRC-32"), "little")
     if zlib.crc32(data[:header_end]) != stored_crc:
@@ -402,7 +444,7 @@ def unpack(data: bytes, layers: str = "all", corrupt: str = "raise") -> Stream:
             )
         sections.append(Section(kind, payload, frame))
     lost = {frame: frozenset(kinds) for frame, kinds in bad.items()}
-    return Stream(fingerprint, shapes, tuple(sections), version, header_bytes, cut, lost)
+    return Stream(fingerprint, shapes, tuple(sections), version, flags, header_bytes, cut, lost)
 
 
 def read(path: str | os.PathLike[str], layers: str = "all", corrupt: str = "raise") -> Stream:

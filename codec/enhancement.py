@@ -30,6 +30,7 @@ from compressai.models.sensetime import ResidualBottleneckBlock
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from featcodec.codec.coding_mode import EXACT, CodingMode
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
 from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.registry import register_codec
@@ -132,9 +133,15 @@ class EnhancementCodec(ConditionalHyperprior):
     def _base(self, y_b: Tensor) -> Tensor:
         return torch.zeros_like(y_b) if self.standalone else y_b
 
-    def _context(self, y_b: Tensor, size: tuple[int, int]) -> Tensor:
-        """The hyperprior's context: ``c_p(Ŷ_b)`` on the grid of ``Y_e`` (``size``)."""
-        return _fit(self.context_params(self._base(y_b)), size)
+    def _context(
+        self, y_b: Tensor, size: tuple[int, int], mode: CodingMode | None = None
+    ) -> Tensor:
+        """The hyperprior's context: ``c_p(Ŷ_b)`` on the grid of ``Y_e`` (``size``); for coding
+        (``mode``), in fixed point when the mode is exact."""
+        base = self._base(y_b)
+        if mode is None:
+            return _fit(self.context_params(base), size)
+        return _fit(self.context_of("context_params", base, mode), size)
 
     def _synthesis(self, y_hat: Tensor, y_b: Tensor, H: int, W: int) -> Tensor:
         context = _fit(self.context_synthesis(self._base(y_b)), tuple(y_hat.shape[-2:]))
@@ -153,17 +160,23 @@ class EnhancementCodec(ConditionalHyperprior):
         return EnhancementOutput(out, likelihoods, latent.scales, latent.means)
 
     @torch.no_grad()
-    def compress(self, x: Tensor, y_b: Tensor) -> EnhancementCode:
+    def compress(self, x: Tensor, y_b: Tensor, mode: CodingMode = EXACT) -> EnhancementCode:
         """Entropy-code the enhancement of images ``x`` given the decoded base latent."""
         y = self._analysis(x)
-        y_strings, z_strings, _ = self.latent_compress(y, self._context(y_b, tuple(y.shape[-2:])))
+        context = self._context(y_b, tuple(y.shape[-2:]), mode)
+        y_strings, z_strings, _ = self.latent_compress(y, context, mode)
         return EnhancementCode(y_strings, z_strings)
 
     @torch.no_grad()
     def decompress(
-        self, y_strings: list[bytes], z_strings: list[bytes], y_b: Tensor, size: tuple[int, int]
+        self,
+        y_strings: list[bytes],
+        z_strings: list[bytes],
+        y_b: Tensor,
+        size: tuple[int, int],
+        mode: CodingMode = EXACT,
     ) -> Tensor:
         """The target ``(B, out, H, W)`` for inputs of ``size`` ``(H, W)``."""
-        context = self._context(y_b, self.latent_size(*size))
-        y_hat = self.latent_decompress(y_strings, z_strings, self.hyper_size(*size), context)
+        context = self._context(y_b, self.latent_size(*size), mode)
+        y_hat = self.latent_decompress(y_strings, z_strings, self.hyper_size(*size), context, mode)
         return self._synthesis(y_hat, y_b, *size)

@@ -35,6 +35,7 @@ from featcodec.codec.bitstream import (
     unpack,
 )
 from featcodec.codec.checkpoint import checkpoint_entry, load_checkpoint, rebuild, save_checkpoint
+from featcodec.codec.coding_mode import EXACT, header_fields
 from featcodec.codec.config import ArchConfig
 from featcodec.codec.enhancement import EnhancementCodec
 from featcodec.codec.entropy import bits
@@ -118,6 +119,10 @@ class Codec(nn.Module):
         self.enhancement = enhancement
         self.stride = split.stride
         self.channels = split.channels
+        self.coding = EXACT
+        """How :meth:`encode` codes latents: :data:`~codec.bitstream.EXACT` (format version 2,
+        device-exact entropy parameters; the default), ``FLOAT`` or ``LEGACY`` (version 1), for
+        comparisons. Decoding follows each stream's header."""
         for p in (*self.front.parameters(), *self.back.parameters()):
             p.requires_grad_(False)
         self._fingerprint: tuple[tuple[int, ...], tuple[bytes, bytes | None]] | None = None
@@ -294,19 +299,22 @@ class Codec(nn.Module):
         ``(B, 3, H, W)`` and an enhancement layer, the streams carry both layers."""
         h, w = f.shape[-2:]
         H, W = input_size or (h * self.stride, w * self.stride)
-        code = self.base.compress(f)
+        code = self.base.compress(f, self.coding)
         shapes = {ShapeTag.INPUT: (3, H, W), ShapeTag.FEATURES: tuple(f.shape[1:])}
         sections = [
             [Section(SectionKind.HYPER, z), Section(SectionKind.BASE, y)]
             for y, z in zip(code.y, code.z, strict=True)
         ]
         if images is not None and self.enhancement is not None:
-            enh = self.enhancement.compress(images, code.y_hat)
+            enh = self.enhancement.compress(images, code.y_hat, self.coding)
             tag = self.enhancement_fingerprint
             assert tag is not None
             for secs, y, z in zip(sections, enh.y, enh.z, strict=True):
                 secs += [Section(SectionKind.HYPER_ENH, tag + z), Section(SectionKind.ENH, y)]
-        return [pack(Stream(self.fingerprint, shapes, tuple(secs))) for secs in sections]
+        version, flags = header_fields(self.coding)
+        return [
+            pack(Stream(self.fingerprint, shapes, tuple(secs), version, flags)) for secs in sections
+        ]
 
     def check_stream(self, stream: Stream) -> tuple[int, int]:
         """Raise :class:`BitstreamError` unless this model can decode ``stream``; returns the
@@ -360,7 +368,10 @@ class Codec(nn.Module):
             self.check_enhancement(stream)
         try:
             f_hat, y_hat = self.base.decompress(
-                [stream.section(SectionKind.BASE)], [stream.section(SectionKind.HYPER)], size
+                [stream.section(SectionKind.BASE)],
+                [stream.section(SectionKind.HYPER)],
+                size,
+                stream.mode,
             )
         except BitstreamError as e:
             raise BitstreamError(f"base layer: {e}") from None
@@ -374,6 +385,7 @@ class Codec(nn.Module):
                     [stream.section(SectionKind.HYPER_ENH)[FINGERPRINT_BYTES:]],
                     y_hat,
                     (H, W),
+                    stream.mode,
                 )
             except BitstreamError as e:
                 raise BitstreamError(f"enhancement layer: {e}") from None

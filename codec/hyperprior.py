@@ -16,9 +16,12 @@ variant, built on compressai's entropy models (:mod:`codec.entropy`), with a con
 A codec subclasses :class:`ConditionalHyperprior`, builds its ``h_a``, ``h_s``, ``params`` and
 the two entropy models, and its own analysis, synthesis and context network; the coding of
 ``Y`` given a context is written once, here. Training passes use noisy likelihoods for the rate
-and straight-through rounding for what the synthesis sees; coding is real (rANS), and the
-decoder's ``Ŷ`` equals the encoder's exactly because both compute ``(σ, μ)`` from the same
-decoded ``Ẑ`` and context.
+and straight-through rounding for what the synthesis sees; coding is real (rANS). The decoder's
+``Ŷ`` equals the encoder's exactly because both compute the table indexes and ``μ`` from the
+same decoded ``Ẑ`` and context — on any device, because coding evaluates ``h_s``, the context
+networks and ``params`` in fixed point (:mod:`codec.exact`, :data:`EXACT`) — and each string
+ends in a check of the indexes, symbols and ``Ŷ`` (:class:`~codec.entropy.RansWriter`), so a
+decoder that still diverges stops instead of returning garbage.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from featcodec.codec.coding_mode import EXACT, CodingMode
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
+from featcodec.codec.exact import ExactNetwork, from_fixed, scale_indexes, to_fixed
 
 
 def ste_round(x: Tensor) -> Tensor:
@@ -103,9 +108,11 @@ class ConditionalHyperprior(StridedStages, nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.params = None  # a module attribute: a class-level default would hide the module
+        self._exact_networks: dict[str, tuple[tuple[tuple[int, int], ...], ExactNetwork]] = {}
 
     def entropy_parameters(self, z_hat: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``(σ, μ)`` of ``Y`` from ``Ẑ`` and the context (already on ``Y``'s grid)."""
+        """``(σ, μ)`` of ``Y`` from ``Ẑ`` and the context (already on ``Y``'s grid), in float:
+        the training path, and the coding path of :data:`FLOAT` and :data:`LEGACY` streams."""
         hyper = self.h_s(z_hat)
         if context is not None:
             hyper = torch.cat([hyper, context], 1)
@@ -113,6 +120,46 @@ class ConditionalHyperprior(StridedStages, nn.Module):
             hyper = self.params(hyper)
         scales, means = hyper.chunk(2, 1)
         return scales, means
+
+    def exact(self, name: str) -> ExactNetwork:
+        """The fixed-point copy of the submodule ``name`` (:mod:`codec.exact`), rebuilt when
+        its weights have changed."""
+        module = getattr(self, name)
+        stamp = tuple((id(p), p._version) for p in module.parameters())
+        cached = self._exact_networks.get(name)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, ExactNetwork(module))
+            self._exact_networks[name] = cached
+        return cached[1]
+
+    def coding_parameters(
+        self, z_hat: Tensor, context: Tensor | None, mode: CodingMode
+    ) -> tuple[Tensor, Tensor]:
+        """What codes ``Y``: the scale table index of every element (int32, CPU) and ``μ``.
+
+        ``mode.exact``: both from the fixed-point networks (the context is then fixed point
+        too, see :meth:`context_of`), the same on every device; otherwise from
+        :meth:`entropy_parameters` in float.
+        """
+        coder = self.entropy_y
+        if not mode.exact:
+            scales, means = self.entropy_parameters(z_hat, context)
+            return coder.build_indexes(scales).cpu(), means
+        q = self.exact("h_s")(to_fixed(z_hat))
+        if context is not None:
+            q = torch.cat([q, context.to(q.device)], 1)
+        if self.params is not None:
+            q = self.exact("params")(q)
+        q_sigma, q_mu = q.chunk(2, 1)
+        indexes = scale_indexes(q_sigma, coder.scale_min, coder.scale_max, coder.levels)
+        return indexes, from_fixed(q_mu).to(z_hat.device)
+
+    def context_of(self, name: str, x: Tensor, mode: CodingMode) -> Tensor:
+        """The submodule ``name`` (a context network) applied to ``x``: in float, or for
+        ``mode.exact`` in fixed point (an input of fixed point integers out)."""
+        if not mode.exact:
+            return getattr(self, name)(x)
+        return self.exact(name)(to_fixed(x))
 
     def latent_forward(self, y: Tensor, context: Tensor | None = None) -> LatentOutput:
         """Training/validation pass: noisy likelihoods, straight-through ``Ŷ``."""
@@ -129,18 +176,40 @@ class ConditionalHyperprior(StridedStages, nn.Module):
         """Quantile loss of the factorized model (its own optimizer minimizes it)."""
         return self.entropy_z.loss()
 
+    def _write_latent(
+        self, writer: RansWriter, y: Tensor, indexes: Tensor, means: Tensor
+    ) -> Tensor:
+        y_hat = self.entropy_y.write_indexed(writer, y, indexes, means)
+        writer.mix(y_hat)  # the check covers Ŷ itself, so μ too
+        return y_hat
+
+    def _read_latent(self, reader: RansReader, indexes: Tensor, means: Tensor) -> Tensor:
+        y_hat = self.entropy_y.read_indexed(reader, indexes, means)
+        reader.mix(y_hat)
+        return y_hat
+
     @torch.no_grad()
     def latent_compress(
-        self, y: Tensor, context: Tensor | None = None
+        self, y: Tensor, context: Tensor | None = None, mode: CodingMode = EXACT
     ) -> tuple[list[bytes], list[bytes], Tensor]:
         """``(y_strings, z_strings, Ŷ)``: one rANS string of ``Ẑ`` and one of ``Ŷ`` per batch
-        element, and the ``Ŷ`` the decoder will reproduce."""
+        element, and the ``Ŷ`` the decoder will reproduce. ``mode.checked``: each string ends
+        in a check of what it decodes to (:class:`~codec.entropy.RansWriter`)."""
         z = self.h_a(y)
-        z_strings = self.entropy_z.encode(z)
-        z_hat = self.entropy_z.decode(z_strings, tuple(z.shape[-2:]))
-        scales, means = self.entropy_parameters(z_hat, context)
-        y_strings = self.entropy_y.encode(y, scales, means)
-        return y_strings, z_strings, torch.round(y - means) + means
+        z_strings, z_hat = [], []
+        for i in range(y.shape[0]):
+            writer = RansWriter(checked=mode.checked)
+            z_hat.append(self.entropy_z.write(writer, z[i : i + 1]))
+            z_strings.append(writer.flush())
+        indexes, means = self.coding_parameters(torch.cat(z_hat), context, mode)
+        y_strings, y_hat = [], []
+        for i in range(y.shape[0]):
+            writer = RansWriter(checked=mode.checked)
+            y_hat.append(
+                self._write_latent(writer, y[i : i + 1], indexes[i : i + 1], means[i : i + 1])
+            )
+            y_strings.append(writer.flush())
+        return y_strings, z_strings, torch.cat(y_hat)
 
     @torch.no_grad()
     def latent_decompress(
@@ -149,23 +218,35 @@ class ConditionalHyperprior(StridedStages, nn.Module):
         z_strings: list[bytes],
         z_size: tuple[int, int],
         context: Tensor | None = None,
+        mode: CodingMode = EXACT,
     ) -> Tensor:
         """``Ŷ`` from the strings of :meth:`latent_compress`; ``z_size`` is ``Z``'s grid."""
-        z_hat = self.entropy_z.decode(z_strings, z_size)
-        scales, means = self.entropy_parameters(z_hat, context)
-        return self.entropy_y.decode(y_strings, scales, means)
+        z_hat = []
+        for string in z_strings:
+            reader = RansReader(string, checked=mode.checked)
+            z_hat.append(self.entropy_z.read(reader, z_size))
+            reader.finish("the hyper-latent")
+        indexes, means = self.coding_parameters(torch.cat(z_hat), context, mode)
+        y_hat = []
+        for i, string in enumerate(y_strings):
+            reader = RansReader(string, checked=mode.checked)
+            y_hat.append(self._read_latent(reader, indexes[i : i + 1], means[i : i + 1]))
+            reader.finish("the latent")
+        return torch.cat(y_hat)
 
     @torch.no_grad()
-    def latent_write(self, y: Tensor, context: Tensor | None = None) -> tuple[list[bytes], Tensor]:
+    def latent_write(
+        self, y: Tensor, context: Tensor | None = None, mode: CodingMode = EXACT
+    ) -> tuple[list[bytes], Tensor]:
         """One rANS string per batch element holding ``Ẑ`` then ``Ŷ`` (one flush instead of
         two), and ``Ŷ``."""
         z = self.h_a(y)
-        writers = [RansWriter() for _ in range(y.shape[0])]
+        writers = [RansWriter(checked=mode.checked) for _ in range(y.shape[0])]
         z_hat = torch.cat([self.entropy_z.write(w, z[i : i + 1]) for i, w in enumerate(writers)])
-        scales, means = self.entropy_parameters(z_hat, context)
+        indexes, means = self.coding_parameters(z_hat, context, mode)
         y_hat = torch.cat(
             [
-                self.entropy_y.write(w, y[i : i + 1], scales[i : i + 1], means[i : i + 1])
+                self._write_latent(w, y[i : i + 1], indexes[i : i + 1], means[i : i + 1])
                 for i, w in enumerate(writers)
             ]
         )
@@ -173,19 +254,23 @@ class ConditionalHyperprior(StridedStages, nn.Module):
 
     @torch.no_grad()
     def latent_read(
-        self, strings: list[bytes], z_size: tuple[int, int], context: Tensor | None = None
+        self,
+        strings: list[bytes],
+        z_size: tuple[int, int],
+        context: Tensor | None = None,
+        mode: CodingMode = EXACT,
     ) -> Tensor:
         """``Ŷ`` from the strings of :meth:`latent_write`; each string must end where its
-        symbols do (:meth:`RansReader.finish`)."""
-        readers = [RansReader(s) for s in strings]
+        symbols do, in its check (:meth:`RansReader.finish`)."""
+        readers = [RansReader(s, checked=mode.checked) for s in strings]
         z_hat = torch.cat([self.entropy_z.read(r, z_size) for r in readers])
-        scales, means = self.entropy_parameters(z_hat, context)
+        indexes, means = self.coding_parameters(z_hat, context, mode)
         y_hat = torch.cat(
             [
-                self.entropy_y.read(r, scales[i : i + 1], means[i : i + 1])
+                self._read_latent(r, indexes[i : i + 1], means[i : i + 1])
                 for i, r in enumerate(readers)
             ]
         )
         for r in readers:
-            r.finish()
+            r.finish("the latents")
         return y_hat

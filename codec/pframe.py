@@ -23,6 +23,7 @@ from compressai.models.sensetime import ResidualBottleneckBlock
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from featcodec.codec.coding_mode import EXACT, CodingMode
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
 from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.registry import register_codec
@@ -112,11 +113,14 @@ class PFrameCodec(ConditionalHyperprior):
         x = torch.cat([f, context], 1) if self.conditional else f - prediction
         return self.g_a(self.pad(x))
 
-    def _hyper_context(self, context: Tensor) -> Tensor | None:
-        """The hyperprior's context: ``c(F̃_t, mask)`` on the latent's grid (conditional)."""
+    def _hyper_context(self, context: Tensor, mode: CodingMode | None = None) -> Tensor | None:
+        """The hyperprior's context: ``c(F̃_t, mask)`` on the latent's grid (conditional); for
+        coding (``mode``), in fixed point when the mode is exact."""
         if self.context_params is None:
             return None
-        return self.context_params(self.pad(context))
+        if mode is None:
+            return self.context_params(self.pad(context))
+        return self.context_of("context_params", self.pad(context), mode)
 
     def _synthesis(self, y_hat: Tensor, prediction: Tensor, context: Tensor) -> Tensor:
         h, w = prediction.shape[-2:]
@@ -134,20 +138,24 @@ class PFrameCodec(ConditionalHyperprior):
         return PFrameOutput(f_hat, latent.likelihoods)
 
     @torch.no_grad()
-    def compress(self, f: Tensor, prediction: Tensor, mask: Tensor) -> PFrameCode:
+    def compress(
+        self, f: Tensor, prediction: Tensor, mask: Tensor, mode: CodingMode = EXACT
+    ) -> PFrameCode:
         """Entropy-code ``f`` (B, C, h, w) given the prediction, ``Ẑ`` and ``Ŷ`` of each element
         in one rANS string (one flush); also returns ``F̂``."""
         context = self._context(prediction, mask)
         y = self._analysis(f, prediction, context)
-        strings, y_hat = self.latent_write(y, self._hyper_context(context))
+        strings, y_hat = self.latent_write(y, self._hyper_context(context, mode), mode)
         return PFrameCode(strings, self._synthesis(y_hat, prediction, context))
 
     @torch.no_grad()
-    def decompress(self, strings: list[bytes], prediction: Tensor, mask: Tensor) -> Tensor:
+    def decompress(
+        self, strings: list[bytes], prediction: Tensor, mask: Tensor, mode: CodingMode = EXACT
+    ) -> Tensor:
         """``F̂`` from the strings and the same prediction and mask as the encoder's."""
         if len(strings) != prediction.shape[0]:
             raise ValueError("one string per batch element")
         context = self._context(prediction, mask)
         size = self.hyper_size(*prediction.shape[-2:])
-        y_hat = self.latent_read(strings, size, self._hyper_context(context))
+        y_hat = self.latent_read(strings, size, self._hyper_context(context, mode), mode)
         return self._synthesis(y_hat, prediction, context)

@@ -44,6 +44,7 @@ from featcodec.codec.bitstream import (
     unpack,
 )
 from featcodec.codec.checkpoint import checkpoint_entry, load_checkpoint, rebuild, save_checkpoint
+from featcodec.codec.coding_mode import EXACT, header_fields
 from featcodec.codec.config import MotionConfig, PFrameConfig, as_dict, parse_section
 from featcodec.codec.errors import BitstreamError, InputError
 from featcodec.codec.facade import Codec, check_shapes
@@ -117,6 +118,8 @@ class VideoCodec(nn.Module):
         self.coder = MotionCoder(**self.motion_arch)
         self.stride = intra.stride
         self.channels = intra.channels
+        self.coding = EXACT
+        """How :meth:`encode_sequence` codes latents (see :attr:`Codec.coding`)."""
         self.train()
 
     @property
@@ -234,7 +237,7 @@ class VideoCodec(nn.Module):
         for t, x in enumerate(xs):
             f = self.intra.features(x.to(device))
             if t % intra_period == 0:
-                code = self.intra.base.compress(f)
+                code = self.intra.base.compress(f, self.coding)
                 sections += [
                     Section(SectionKind.HYPER, code.z[0], t),
                     Section(SectionKind.BASE, code.y[0], t),
@@ -251,14 +254,15 @@ class VideoCodec(nn.Module):
                     None if affines is None else affines[t],
                 )
                 prediction, mask = self.predict(reference, m, (H, W))
-                pcode = self.inter.compress(f, prediction, mask)
+                pcode = self.inter.compress(f, prediction, mask, self.coding)
                 payload = join_prefixed(self.coder.encode(m), pcode.strings[0])
                 sections.append(Section(SectionKind.INTER, payload, t))
                 reference = pcode.features_hat
             if progress is not None:
                 progress(t)
         shapes = {ShapeTag.INPUT: (3, H, W), ShapeTag.FEATURES: tuple(f.shape[1:])}
-        return pack(Stream(self.fingerprint, shapes, tuple(sections)))
+        version, flags = header_fields(self.coding)
+        return pack(Stream(self.fingerprint, shapes, tuple(sections), version, flags))
 
     def check_stream(self, stream: Stream) -> tuple[int, int]:
         """Raise :class:`BitstreamError` unless this model can decode ``stream``."""
@@ -282,7 +286,7 @@ class VideoCodec(nn.Module):
                 y, z = stream.section(SectionKind.BASE, t), stream.section(SectionKind.HYPER, t)
                 for k, payload in ((SectionKind.HYPER, z), (SectionKind.BASE, y)):
                     check_rans_payload(k, payload)
-                return self.intra.base.decompress([y], [z], size)[0], 0
+                return self.intra.base.decompress([y], [z], size, stream.mode)[0], 0
             if reference is None:
                 raise BitstreamError("a P-frame without a decoded frame before it to predict from")
             side, string = split_prefixed(stream.section(SectionKind.INTER, t), "motion")
@@ -290,7 +294,7 @@ class VideoCodec(nn.Module):
             _, H, W = stream.shape(ShapeTag.INPUT)
             motion = self.coder.decode(side, (H, W))
             prediction, mask = self.predict(reference, motion, (H, W))
-            return self.inter.decompress([string], prediction, mask), len(side)
+            return self.inter.decompress([string], prediction, mask, stream.mode), len(side)
         except BitstreamError as e:
             raise BitstreamError(f"frame {t} ({KIND_NAMES[kind]}): {e}") from None
 

@@ -5,6 +5,7 @@ import torch
 
 from featcodec.codec.base import HyperpriorCodec
 from featcodec.codec.bitstream import SectionKind, ShapeTag, unpack
+from featcodec.codec.coding_mode import EXACT, FLOAT
 from featcodec.codec.errors import BitstreamError, CheckpointError, InputError
 from featcodec.codec.facade import Codec
 
@@ -19,9 +20,16 @@ def test_base_layer_accepts_any_size_and_round_trips_exactly(size: tuple[int, in
     code = base.compress(f)
     f_hat, y_hat = base.decompress(code.y, code.z, size)
     assert torch.equal(y_hat, code.y_hat)  # decoder's Ŷ is the encoder's, bit for bit
-    assert torch.equal(y_hat, out.y_hat)  # and equals the eval-mode forward pass
+    # the eval-mode forward pass has float means; coding, fixed-point ones (codec.exact): a
+    # symbol whose y − μ lies within ~1e-4 of a half may round the other way
+    moved = (y_hat - out.y_hat).abs()
+    assert moved.max() < 1.01 and (moved > 1e-2).float().mean() < 0.02
     assert f_hat.shape == f.shape
-    torch.testing.assert_close(f_hat, out.features_hat)
+    torch.testing.assert_close(f_hat, out.features_hat, rtol=0.05, atol=0.05)
+    float_code = base.compress(f, FLOAT)  # with float parameters: the forward pass exactly
+    f_float, y_float = base.decompress(float_code.y, float_code.z, size, FLOAT)
+    assert torch.equal(y_float, out.y_hat) and torch.equal(y_float, float_code.y_hat)
+    torch.testing.assert_close(f_float, out.features_hat)
 
 
 def test_training_pass_uses_noisy_rate_and_ste_gradients() -> None:
@@ -53,8 +61,17 @@ def test_image_to_bitstream_to_task_output(tiny_codec: Codec) -> None:
     assert decoded.features.shape == (1, 128, 5, 7)
     assert decoded.output.shape == (1, 5)
     reference = tiny_codec(x.unsqueeze(0))
-    torch.testing.assert_close(decoded.features, reference.features_hat)
-    torch.testing.assert_close(decoded.output, reference.output)
+    # fixed-point entropy parameters: Ŷ within rounding of the float forward pass (a symbol
+    # whose y − μ lies within ~1e-4 of a half rounds the other way)
+    error = (decoded.features - reference.features_hat).abs().mean()
+    assert error < 0.02 * reference.features_hat.abs().mean()
+    tiny_codec.coding = FLOAT  # with float parameters: the forward pass itself
+    try:
+        again = tiny_codec.decode(tiny_codec.encode(x))
+    finally:
+        tiny_codec.coding = EXACT
+    torch.testing.assert_close(again.features, reference.features_hat)
+    torch.testing.assert_close(again.output, reference.output)
 
 
 def test_feature_input_defaults_input_size_to_the_stride(tiny_codec: Codec) -> None:
@@ -185,7 +202,8 @@ def test_cuda_round_trip_is_exact(tiny_arch: dict) -> None:
     decoded = codec.decode(data)
     reference = codec(x[None])
     assert decoded.features.device.type == "cuda"
-    torch.testing.assert_close(decoded.features, reference.features_hat)
+    error = (decoded.features - reference.features_hat).abs().mean()
+    assert error < 0.02 * reference.features_hat.abs().mean()  # fixed-point vs float means
     f = codec.features(x[None])
     code = codec.base.compress(f)
     _, y_hat = codec.base.decompress(code.y, code.z, tuple(f.shape[-2:]))

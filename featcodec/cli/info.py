@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
                 "file": str(f),
                 "bytes": s.total_bytes,
                 "version": s.version,
+                "coding": _coding(s.mode),
                 "fingerprint": s.fingerprint.hex(),
                 "shapes": shapes,
                 "header_bytes": s.header_bytes,
@@ -58,8 +59,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _coding(mode: Any) -> str:
+    params = "device-exact" if mode.exact else "float"
+    checked = "strings checked" if mode.checked else "no check (decode on the device that wrote it)"
+    return f"{params} entropy parameters, {checked}"
+
+
 def _text(r: dict[str, Any]) -> str:
     lines = [f"{r['file']}: {r['bytes']:,} bytes, featcodec stream v{r['version']}"]
+    lines.append(f"  {'coding':<12} {r['coding']}")
     lines.append(f"  {'fingerprint':<12} {r['fingerprint']}")
     for name, dims in r["shapes"].items():
         lines.append(f"  {name:<12} {'×'.join(map(str, dims))}")
