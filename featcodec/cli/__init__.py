@@ -9,6 +9,7 @@
     featcodec plot   rd rd.json [more.json ...] -o rd.png                       (plot.py)
     featcodec demo   [--out DIR] [--quick]                                      (demo.py)
     featcodec bench  entropy|motion [--threads N]                               (bench.py)
+    featcodec fuzz   [--cases N] [--seed S] [--workers W] [--out DIR]           (fuzz.py)
 
 Errors in what the user supplied are reported as one line on stderr with exit code 1; no
 output file is left half-written, and existing outputs are only replaced with --overwrite.
@@ -24,10 +25,10 @@ import os
 import sys
 import warnings
 
-from featcodec.cli import bench, decode, demo, encode, evaluate, experiment, info, plot, train
+from featcodec.cli import bench, decode, demo, encode, evaluate, experiment, fuzz, info, plot, train
 from featcodec.codec.errors import FeatcodecError
 
-COMMANDS = (train, encode, decode, info, evaluate, experiment, plot, demo, bench)
+COMMANDS = (train, encode, decode, info, evaluate, experiment, plot, demo, bench, fuzz)
 
 
 def parser() -> argparse.ArgumentParser:
