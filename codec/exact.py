@@ -41,6 +41,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from compressai.models.sensetime import ResidualBottleneckBlock
 from torch import Tensor, nn
 
 from featcodec.codec.errors import BitstreamError, InputError
@@ -165,32 +166,57 @@ def accumulate(conv: ExactConv, q: Tensor) -> Tensor:
 
 
 class ExactNetwork:
-    """A fixed-point copy of a network of convolutions and ReLUs (nested ``nn.Sequential``s),
+    """A fixed-point copy of a network of convolutions, ReLUs and residual blocks whose skip
+    is the identity (compressai's ``ResidualBottleneckBlock``), nested in ``nn.Sequential``s,
     built from its current weights. Called on fixed-point integers (:func:`to_fixed`), returns
-    fixed-point integers, the same on every device."""
+    fixed-point integers, the same on every device. Anything else (an attention block's
+    sigmoid, a GDN) is refused with ``ValueError``."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.layers: list[ExactConv | None] = []  # None: ReLU
+        self.layers: list[ExactConv | ExactNetwork | None] = []  # None: ReLU
+        self.residual = False
+        if _is_residual(module):
+            self.residual = True
+            module = nn.Sequential(*[m for n, m in module.named_children() if n != "skip"])
         for layer in _leaves(module):
             if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d):
                 self.layers.append(ExactConv(layer))
             elif isinstance(layer, nn.ReLU):
                 self.layers.append(None)
+            elif _is_residual(layer):
+                self.layers.append(ExactNetwork(layer))
             else:
                 raise ValueError(f"exact networks cannot hold a {type(layer).__name__}")
 
     def __call__(self, q: Tensor) -> Tensor:
         device = q.device if _has_float64(q.device) else torch.device("cpu")
-        q = q.to(device, torch.float64)
+        q = x = q.to(device, torch.float64)
         for layer in self.layers:
             q = q.clamp_min(0) if layer is None else layer(q)
-        return q
+        return x + q if self.residual else q
+
+
+def supports_exact(module: nn.Module) -> bool:
+    """Whether :class:`ExactNetwork` can hold ``module``."""
+    try:
+        ExactNetwork(module)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_residual(module: nn.Module) -> bool:
+    """A residual block whose skip is the identity: ``x + body(x)`` (compressai's
+    ``ResidualBottleneckBlock`` with equal input and output channels)."""
+    return isinstance(module, ResidualBottleneckBlock) and isinstance(module.skip, nn.Identity)
 
 
 def _leaves(module: nn.Module) -> Iterator[nn.Module]:
+    """The layers of nested ``nn.Sequential``s in order; a residual block is one layer."""
     children = list(module.children())
-    if not children:
+    if not children or _is_residual(module):
         yield module
+        return
     for child in children:
         yield from _leaves(child)
 

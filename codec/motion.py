@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from featcodec.codec.errors import InputError
+from featcodec.codec.exact import RangeExceeded
 
 WARP_MODES = ("bilinear", "bicubic", "nearest")
 FLOW_MODES = ("bilinear", "bicubic", "nearest", "area")
@@ -231,3 +232,52 @@ def warp(
     # index j ↦ continuous j + 0.5 ↦ normalised (2(j + 0.5) / w) - 1   (align_corners=False)
     grid = torch.stack(((2 * src_x + 1) / w - 1, (2 * src_y + 1) / h - 1), dim=-1)
     return _sample(reference, grid, mode, "zeros"), mask.unsqueeze(1)
+
+
+WARP_FRACTION_BITS = 4
+"""Sub-pixel precision of :func:`exact_warp`: source points on a 1/16-pixel grid."""
+
+
+def exact_warp(reference: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`warp` in fixed point, the same on every device: ``reference`` (B, C, h, w) holds
+    fixed-point integers (:mod:`codec.exact`, float64), ``flow`` (B, 2, h, w) is the decoded
+    latent flow (float32, computed on the CPU from the side information's integers).
+
+    Each source point is rounded to the 1/16-pixel grid (``WARP_FRACTION_BITS``), its
+    bilinear weights are integers summing to 256, the weighted sum of integer values is exact
+    in float64 and is rounded back to the reference's fixed point. Outside the reference,
+    zeros (as :func:`warp`); the mask is True where the rounded point lies within the pixel
+    centres. Returns the prediction (fixed point, on the reference's device) and the mask.
+    """
+    B, C, h, w = reference.shape
+    if flow.shape[0] != B or tuple(flow.shape[-2:]) != (h, w) or flow.shape[1] != 2:
+        raise InputError(
+            f"motion: the flow {tuple(flow.shape)} does not match the reference "
+            f"{tuple(reference.shape)} (batch and size must agree)"
+        )
+    _check_finite(flow, "flow")
+    if reference.numel() and float(reference.abs().max()) >= 2.0**44:
+        raise RangeExceeded("a reference value is beyond the range of the exact warp (2^44)")
+    one = 1 << WARP_FRACTION_BITS
+    f = flow.detach().to("cpu", torch.float64)
+    # source points in 1/16 px: exact products and sums of small integers and dyadic values
+    sx = torch.round((f[:, 0] + torch.arange(w, dtype=torch.float64)) * one).to(torch.int64)
+    sy = torch.round((f[:, 1] + torch.arange(h, dtype=torch.float64)[:, None]) * one)
+    sy = sy.to(torch.int64)
+    mask = (sx >= 0) & (sx <= (w - 1) * one) & (sy >= 0) & (sy <= (h - 1) * one)
+    x0, y0 = torch.div(sx, one, rounding_mode="floor"), torch.div(sy, one, rounding_mode="floor")
+    fx, fy = sx - x0 * one, sy - y0 * one
+    device = reference.device
+    flat = reference.to(torch.float64).reshape(B, C, h * w)
+    total = torch.zeros(B, C, h * w, dtype=torch.float64, device=device)
+    for dy, wy in ((0, one - fy), (1, fy)):
+        for dx, wx in ((0, one - fx), (1, fx)):
+            xs, ys = x0 + dx, y0 + dy
+            inside = (xs >= 0) & (xs < w) & (ys >= 0) & (ys < h)
+            index = (ys.clamp(0, h - 1) * w + xs.clamp(0, w - 1)).reshape(B, 1, h * w)
+            weight = (wx * wy * inside).reshape(B, 1, h * w).to(device, torch.float64)
+            picked = flat.gather(2, index.to(device).expand(B, C, h * w))
+            total += picked * weight
+    half = float(1 << (2 * WARP_FRACTION_BITS - 1))
+    out = torch.floor((total + half) * (1.0 / (1 << (2 * WARP_FRACTION_BITS))))
+    return out.reshape(B, C, h, w), mask.unsqueeze(1).to(device)

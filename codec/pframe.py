@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from featcodec.codec.coding_mode import EXACT, CodingMode
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
+from featcodec.codec.exact import FRAC_BITS, from_fixed, to_fixed
 from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.registry import register_codec
 
@@ -147,6 +148,47 @@ class PFrameCodec(ConditionalHyperprior):
         y = self._analysis(f, prediction, context)
         strings, y_hat = self.latent_write(y, self._hyper_context(context, mode), mode)
         return PFrameCode(strings, self._synthesis(y_hat, prediction, context))
+
+    # the fixed-point path (a video coded with EXACT): prediction and reconstruction are
+    # fixed-point integers (codec.exact), so the next frame's entropy parameters are exact too
+
+    def _fixed_context(self, prediction_q: Tensor, mask: Tensor) -> Tensor:
+        valid = mask.to(device=prediction_q.device, dtype=torch.float64) * (1 << FRAC_BITS)
+        return torch.cat([prediction_q.to(torch.float64), valid], 1)
+
+    def _fixed_synthesis(self, y_hat: Tensor, prediction_q: Tensor, context_q: Tensor) -> Tensor:
+        h, w = prediction_q.shape[-2:]
+        x = self.exact("g_s")(to_fixed(y_hat))[..., :h, :w]
+        if self.conditional:
+            x = torch.cat([x, context_q.to(x.device)], 1)
+        return prediction_q.to(x.device) + self.exact("g_out")(x)
+
+    def _fixed_hyper_context(self, context_q: Tensor) -> Tensor | None:
+        if self.context_params is None:
+            return None
+        return self.exact("context_params")(self.pad(context_q))
+
+    @torch.no_grad()
+    def compress_fixed(self, f: Tensor, prediction_q: Tensor, mask: Tensor) -> PFrameCode:
+        """:meth:`compress` of a video coded with device-exact parameters: the prediction is
+        fixed point (:func:`codec.motion.exact_warp`), and so is the returned ``F̂``; the
+        analysis (the encoder's alone) sees the prediction in float."""
+        prediction = from_fixed(prediction_q).to(f.device)
+        context = self._context(prediction, mask.to(f.device))
+        y = self._analysis(f, prediction, context)
+        context_q = self._fixed_context(prediction_q, mask)
+        strings, y_hat = self.latent_write(y, self._fixed_hyper_context(context_q), EXACT)
+        return PFrameCode(strings, self._fixed_synthesis(y_hat, prediction_q, context_q))
+
+    @torch.no_grad()
+    def decompress_fixed(self, strings: list[bytes], prediction_q: Tensor, mask: Tensor) -> Tensor:
+        """Inverse of :meth:`compress_fixed`: ``F̂`` in fixed point."""
+        if len(strings) != prediction_q.shape[0]:
+            raise ValueError("one string per batch element")
+        context_q = self._fixed_context(prediction_q, mask)
+        size = self.hyper_size(*prediction_q.shape[-2:])
+        y_hat = self.latent_read(strings, size, self._fixed_hyper_context(context_q), EXACT)
+        return self._fixed_synthesis(y_hat, prediction_q, context_q)
 
     @torch.no_grad()
     def decompress(

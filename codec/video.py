@@ -47,10 +47,11 @@ from featcodec.codec.checkpoint import checkpoint_entry, load_checkpoint, rebuil
 from featcodec.codec.coding_mode import EXACT, header_fields
 from featcodec.codec.config import MotionConfig, PFrameConfig, as_dict, parse_section
 from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.exact import from_fixed, supports_exact, to_fixed
 from featcodec.codec.facade import Codec, check_shapes
 from featcodec.codec.fingerprint import canonical_state, weights_digest
 from featcodec.codec.latent_motion import latent_motion
-from featcodec.codec.motion import warp
+from featcodec.codec.motion import exact_warp, warp
 from featcodec.codec.motion_estimation import estimate_flow, global_affine
 from featcodec.codec.motion_side_info import AffineMotion, FlowMotion, Motion, MotionCoder
 from featcodec.codec.pframe import PFrameCodec
@@ -121,6 +122,7 @@ class VideoCodec(nn.Module):
         self.coding = EXACT
         """How :meth:`encode_sequence` codes latents (see :attr:`Codec.coding`)."""
         self._fingerprint: tuple[tuple[tuple[int, int], ...], bytes] | None = None
+        self._exact_reference: bool | None = None
         self.train()
 
     @property
@@ -195,6 +197,36 @@ class VideoCodec(nn.Module):
         flow = torch.cat([latent_motion(m, self.stride, size, input_size) for m in motions])
         return warp(reference, flow.to(reference), check=False)
 
+    def predict_fixed(
+        self, reference_q: Tensor, motion: Motion, input_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`predict` in fixed point (:func:`codec.motion.exact_warp`), for a video coded
+        with device-exact parameters: the same integers on every device."""
+        size = tuple(reference_q.shape[-2:])
+        return exact_warp(reference_q, latent_motion(motion, self.stride, size, input_size))
+
+    @property
+    def exact_reference(self) -> bool:
+        """Whether the prediction path (the intra synthesis, the P-frame synthesis and
+        context network) can run in fixed point (:mod:`codec.exact`): then a video coded with
+        :data:`~codec.coding_mode.EXACT` predicts from fixed-point references and every
+        device decodes it alike. An intra codec with an attention block cannot (its sigmoid):
+        its P-frames predict in float, and a device that rounds otherwise is refused by the
+        check."""
+        if self._exact_reference is None:
+            nets = [self.intra.base.g_s, self.inter.g_s, self.inter.g_out]
+            if self.inter.context_params is not None:
+                nets.append(self.inter.context_params)
+            self._exact_reference = all(supports_exact(n) for n in nets)
+        return self._exact_reference
+
+    def _intra_reference(self, y_hat: Tensor, size: tuple[int, int], fixed: bool) -> Tensor:
+        """An I-frame's reconstruction from its ``Ŷ``: fixed point when ``fixed``."""
+        h, w = size
+        if fixed:
+            return self.intra.base.exact("g_s")(to_fixed(y_hat))[..., :h, :w]
+        return self.intra.base.g_s(y_hat)[..., :h, :w]
+
     # coding ---------------------------------------------------------------------------------
 
     def _frames(self, frames: Tensor | Sequence[Tensor]) -> list[Tensor]:
@@ -242,6 +274,7 @@ class VideoCodec(nn.Module):
         H, W = xs[0].shape[-2:]
         sections: list[Section] = []
         reference: Tensor | None = None
+        fixed = self.coding.exact and self.exact_reference
         for t, x in enumerate(xs):
             f = self.intra.features(x.to(device))
             if t % intra_period == 0:
@@ -250,8 +283,7 @@ class VideoCodec(nn.Module):
                     Section(SectionKind.HYPER, code.z[0], t),
                     Section(SectionKind.BASE, code.y[0], t),
                 ]
-                h, w = f.shape[-2:]
-                reference = self.intra.base.g_s(code.y_hat)[..., :h, :w]
+                reference = self._intra_reference(code.y_hat, tuple(f.shape[-2:]), fixed)
             else:
                 assert reference is not None
                 m = self.edge_motion(
@@ -261,8 +293,12 @@ class VideoCodec(nn.Module):
                     None if flows is None else flows[t],
                     None if affines is None else affines[t],
                 )
-                prediction, mask = self.predict(reference, m, (H, W))
-                pcode = self.inter.compress(f, prediction, mask, self.coding)
+                if fixed:
+                    prediction, mask = self.predict_fixed(reference, m, (H, W))
+                    pcode = self.inter.compress_fixed(f, prediction, mask)
+                else:
+                    prediction, mask = self.predict(reference, m, (H, W))
+                    pcode = self.inter.compress(f, prediction, mask, self.coding)
                 payload = join_prefixed(self.coder.encode(m), pcode.strings[0])
                 sections.append(Section(SectionKind.INTER, payload, t))
                 reference = pcode.features_hat
@@ -286,21 +322,33 @@ class VideoCodec(nn.Module):
         return h, w
 
     def _decode_frame(
-        self, stream: Stream, t: int, kind: str, reference: Tensor | None, size: tuple[int, int]
+        self,
+        stream: Stream,
+        t: int,
+        kind: str,
+        reference: Tensor | None,
+        size: tuple[int, int],
+        fixed: bool,
     ) -> tuple[Tensor, int]:
-        """Decode frame ``t``: its features and motion bytes; BitstreamError names the frame."""
+        """Decode frame ``t``: its reconstruction (fixed point when ``fixed``: the next frame's
+        reference) and motion bytes; BitstreamError names the frame."""
         try:
             if kind == "I":
                 y, z = stream.section(SectionKind.BASE, t), stream.section(SectionKind.HYPER, t)
                 for k, payload in ((SectionKind.HYPER, z), (SectionKind.BASE, y)):
                     check_rans_payload(k, payload)
-                return self.intra.base.decompress([y], [z], size, stream.mode)[0], 0
+                base = self.intra.base
+                y_hat = base.latent_decompress([y], [z], base.hyper_size(*size), mode=stream.mode)
+                return self._intra_reference(y_hat, size, fixed), 0
             if reference is None:
                 raise BitstreamError("a P-frame without a decoded frame before it to predict from")
             side, string = split_prefixed(stream.section(SectionKind.INTER, t), "motion")
             check_rans_payload(SectionKind.INTER, string)
             _, H, W = stream.shape(ShapeTag.INPUT)
             motion = self.coder.decode(side, (H, W))
+            if fixed:
+                prediction, mask = self.predict_fixed(reference, motion, (H, W))
+                return self.inter.decompress_fixed([string], prediction, mask), len(side)
             prediction, mask = self.predict(reference, motion, (H, W))
             return self.inter.decompress([string], prediction, mask, stream.mode), len(side)
         except BitstreamError as e:
@@ -323,6 +371,7 @@ class VideoCodec(nn.Module):
             raise InputError(f"on_error must be 'raise' or 'resume', not {on_error!r}")
         stream = unpack(data, corrupt="mark") if isinstance(data, bytes | bytearray) else data
         size = self.check_stream(stream)
+        fixed = stream.mode.exact and self.exact_reference
         kinds = frame_kinds(stream)
         sizes = stream.frame_bytes()
         frames: list[DecodedFrame | None] = []
@@ -338,7 +387,7 @@ class VideoCodec(nn.Module):
                         f"frame {t} ({KIND_NAMES[kind]}): a section failed its CRC-32 check "
                         "(corrupt data)"
                     )
-                features, motion_bytes = self._decode_frame(stream, t, kind, reference, size)
+                decoded, motion_bytes = self._decode_frame(stream, t, kind, reference, size, fixed)
             except BitstreamError as e:
                 later = [k for k in range(t + 1, len(kinds)) if kinds[k] == "I"]
                 where = f"frame {later[0]}" if later else "no later I-frame"
@@ -351,7 +400,8 @@ class VideoCodec(nn.Module):
                 frames.append(None)
                 reference = None
                 continue
-            reference = features
+            reference = decoded
+            features = from_fixed(decoded) if fixed else decoded
             frames.append(
                 DecodedFrame(
                     t, kind, features, self.intra.back(features), sizes.get(t, 0), motion_bytes

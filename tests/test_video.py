@@ -123,11 +123,13 @@ def test_clip_codes_with_pframes_smaller_than_iframes(codec: VideoCodec, clip: d
             (section,) = [s for s in stream.sections if s.frame == f.index]
             assert f.bytes == section.record_bytes + len(section.payload)
             assert len(rans) % 4 == 0 and section.payload.endswith(rans)
-    # I-frames decode exactly as the intra codec decodes them alone
+    # I-frames decode as the intra codec decodes them alone: the same latent, synthesised in
+    # fixed point (the reference the P-frames predict from, the same on every device)
     alone, _ = codec.intra.base.decompress(
         [stream.section(SectionKind.BASE, 3)], [stream.section(SectionKind.HYPER, 3)], (8, 8)
     )
-    assert torch.equal(frames[3].features, alone)
+    assert codec.exact_reference
+    torch.testing.assert_close(frames[3].features, alone, atol=2e-3, rtol=1e-2)
     # the moving clip's P-frames, side information included, cost less than its I-frames
     assert max(f.bytes for f in frames if f.kind == "P") < min(
         f.bytes for f in frames if f.kind == "I"
