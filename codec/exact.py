@@ -41,6 +41,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
+from compressai.layers import AttentionBlock
 from compressai.models.sensetime import ResidualBottleneckBlock
 from torch import Tensor, nn
 
@@ -166,14 +167,15 @@ def accumulate(conv: ExactConv, q: Tensor) -> Tensor:
 
 
 class ExactNetwork:
-    """A fixed-point copy of a network of convolutions, ReLUs and residual blocks whose skip
-    is the identity (compressai's ``ResidualBottleneckBlock``), nested in ``nn.Sequential``s,
-    built from its current weights. Called on fixed-point integers (:func:`to_fixed`), returns
-    fixed-point integers, the same on every device. Anything else (an attention block's
-    sigmoid, a GDN) is refused with ``ValueError``."""
+    """A fixed-point copy of a network of convolutions, ReLUs, residual blocks whose skip is
+    the identity (compressai's ``ResidualBottleneckBlock``) and compressai's
+    ``AttentionBlock`` (:class:`ExactAttention`), nested in ``nn.Sequential``s, built from its
+    current weights. Called on fixed-point integers (:func:`to_fixed`), returns fixed-point
+    integers, the same on every device. Anything else (a GDN, …) is refused with
+    ``ValueError``."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.layers: list[ExactConv | ExactNetwork | None] = []  # None: ReLU
+        self.layers: list[ExactConv | ExactNetwork | ExactAttention | None] = []  # None: ReLU
         self.residual = False
         if _is_residual(module):
             self.residual = True
@@ -185,6 +187,8 @@ class ExactNetwork:
                 self.layers.append(None)
             elif _is_residual(layer):
                 self.layers.append(ExactNetwork(layer))
+            elif isinstance(layer, AttentionBlock):
+                self.layers.append(ExactAttention(layer))
             else:
                 raise ValueError(f"exact networks cannot hold a {type(layer).__name__}")
 
@@ -194,6 +198,71 @@ class ExactNetwork:
         for layer in self.layers:
             q = q.clamp_min(0) if layer is None else layer(q)
         return x + q if self.residual else q
+
+
+class ExactUnit:
+    """The residual unit of compressai's ``AttentionBlock``: ``ReLU(x + conv(x))``."""
+
+    def __init__(self, unit: nn.Module) -> None:
+        body = getattr(unit, "conv", None)
+        if not isinstance(body, nn.Sequential) or not isinstance(
+            getattr(unit, "relu", None), nn.ReLU
+        ):
+            raise ValueError(f"exact networks cannot hold a {type(unit).__name__}")
+        self.body = ExactNetwork(body)
+
+    def __call__(self, q: Tensor) -> Tensor:
+        return (q + self.body(q)).clamp_min(0)
+
+
+class ExactAttention:
+    """compressai's ``AttentionBlock`` (Cheng et al., CVPR 2020, simplified) in fixed point:
+    ``x + a(x)·sigmoid(b(x))``, its sigmoid an integer table (:func:`fixed_sigmoid`)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        self.a = [ExactUnit(u) for u in block.conv_a]
+        *units, last = list(block.conv_b)
+        if not isinstance(last, nn.Conv2d):
+            raise ValueError("exact networks: an attention block ends its b branch in a conv")
+        self.b_units, self.b_conv = [ExactUnit(u) for u in units], ExactConv(last)
+
+    def __call__(self, q: Tensor) -> Tensor:
+        a, b = q, q
+        for unit in self.a:
+            a = unit(a)
+        for unit in self.b_units:
+            b = unit(b)
+        b = self.b_conv(b)
+        if a.numel() and float(a.abs().max()) >= 2.0 ** (52 - FRAC_BITS):
+            raise RangeExceeded("a value is beyond the range of the exact attention block")
+        gate = fixed_sigmoid(b)
+        scale = float(1 << FRAC_BITS)
+        return q + torch.floor((a * gate + scale / 2) / scale)
+
+
+@functools.cache
+def _sigmoid_steps() -> Tensor:
+    """``t_v`` for ``v = 2^(F−1)+1 … 2^F``: the smallest fixed-point ``k ≥ 0`` whose sigmoid,
+    in fixed point and rounded half up, is at least ``v``: ``⌈2^F·logit((v − ½)/2^F)⌉``, in
+    decimal arithmetic (the same on every machine)."""
+    ctx = decimal.Context(prec=40)
+    one = decimal.Decimal(1 << FRAC_BITS)
+    steps = []
+    for v in range((1 << (FRAC_BITS - 1)) + 1, (1 << FRAC_BITS) + 1):
+        p = (decimal.Decimal(v) - decimal.Decimal("0.5")) / one
+        logit = ctx.ln(p / (1 - p))
+        steps.append(int((logit * one).to_integral_value(rounding=decimal.ROUND_CEILING)))
+    return torch.tensor(steps, dtype=torch.int64)
+
+
+def fixed_sigmoid(q: Tensor) -> Tensor:
+    """``round(2^F · sigmoid(q / 2^F))`` of fixed-point integers ``q`` (float64), exactly:
+    the count of table steps below ``|q|``, mirrored for negative ``q``."""
+    steps = _sigmoid_steps().to(q.device)
+    magnitude = q.abs().clamp_max(float(1 << 40)).to(torch.int64)
+    upper = (1 << (FRAC_BITS - 1)) + torch.searchsorted(steps, magnitude.contiguous(), right=True)
+    upper = upper.to(torch.float64)
+    return torch.where(q >= 0, upper, float(1 << FRAC_BITS) - upper)
 
 
 def supports_exact(module: nn.Module) -> bool:
@@ -212,9 +281,10 @@ def _is_residual(module: nn.Module) -> bool:
 
 
 def _leaves(module: nn.Module) -> Iterator[nn.Module]:
-    """The layers of nested ``nn.Sequential``s in order; a residual block is one layer."""
+    """The layers of nested ``nn.Sequential``s in order; a residual or attention block is one
+    layer."""
     children = list(module.children())
-    if not children or _is_residual(module):
+    if not children or _is_residual(module) or isinstance(module, AttentionBlock):
         yield module
         return
     for child in children:

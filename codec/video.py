@@ -210,9 +210,9 @@ class VideoCodec(nn.Module):
         """Whether the prediction path (the intra synthesis, the P-frame synthesis and
         context network) can run in fixed point (:mod:`codec.exact`): then a video coded with
         :data:`~codec.coding_mode.EXACT` predicts from fixed-point references and every
-        device decodes it alike. An intra codec with an attention block cannot (its sigmoid):
-        its P-frames predict in float, and a device that rounds otherwise is refused by the
-        check."""
+        device decodes it alike. Every featcodec architecture can; a network with a layer
+        that has no fixed-point version would predict in float, and a device that rounds
+        otherwise would be refused by the check."""
         if self._exact_reference is None:
             nets = [self.intra.base.g_s, self.inter.g_s, self.inter.g_out]
             if self.inter.context_params is not None:

@@ -8,8 +8,7 @@ float path is detected by the check and refused with one line.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,18 +16,15 @@ import torch
 import torch.nn.functional as F
 from compressai import ans
 from compressai.models.utils import conv, deconv
+from perturb import PERTURBATIONS, make_images, make_scalable, nudge_outputs, perturbed
 
 from featcodec.codec import bounded_rans, exact
 from featcodec.codec.bitstream import SectionKind, unpack
 from featcodec.codec.coding_mode import EXACT, FLOAT, LEGACY
 from featcodec.codec.entropy import RANS_FINAL_STATE, FactorizedCoder, GaussianCoder
 from featcodec.codec.errors import BitstreamError
-from featcodec.codec.facade import Codec, default_arch
+from featcodec.codec.facade import Codec
 from featcodec.codec.hyperprior import ConditionalHyperprior
-from featcodec.codec.video import VideoCodec
-
-SIZE = 256  # item 3 of issue 13: streams of 256 px and up
-
 
 # -- the pieces ------------------------------------------------------------------------------
 
@@ -125,71 +121,14 @@ def test_encoder_writes_compressai_strings_and_carries_a_check() -> None:
         assert pos == len(string) // 4 and state == RANS_FINAL_STATE + check
 
 
-# -- perturbations ---------------------------------------------------------------------------
-
-
-def _conv_accumulate(
-    channels_last: bool,
-) -> Callable[[exact.ExactConv, torch.Tensor], torch.Tensor]:
-    """The accumulators by torch's own float64 convolution (another algorithm and summation
-    order than unfold + GEMM), optionally in channels-last layout."""
-
-    def accumulate(e: exact.ExactConv, q: torch.Tensor) -> torch.Tensor:
-        x, stride = e._prepare(q)
-        w = e.weight
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-            w = w.contiguous(memory_format=torch.channels_last)
-        return F.conv2d(x, w, stride=stride) + e.bias.reshape(1, -1, 1, 1)
-
-    return accumulate
-
-
-def _nudged(e: exact.ExactConv, q: torch.Tensor) -> torch.Tensor:
-    """The accumulators a few ulps off, up or down (a fused or reordered kernel's error)."""
-    acc = e.accumulators(q)
-    ulps = torch.randint(-3, 4, acc.shape, generator=torch.Generator().manual_seed(7))
-    return acc + ulps.double() * torch.finfo(torch.float64).eps * acc.abs().clamp_min(1)
-
-
-PERTURBATIONS = {
-    "conv2d-float64": _conv_accumulate(False),
-    "channels-last": _conv_accumulate(True),
-    "few-ulps": _nudged,
-}
-
-
-@contextlib.contextmanager
-def perturbed(
-    monkeypatch: pytest.MonkeyPatch, name: str | None, threads: int | None = None
-) -> Iterator[None]:
-    before = torch.get_num_threads()
-    with monkeypatch.context() as m:
-        if name is not None:
-            m.setattr(exact, "accumulate", PERTURBATIONS[name])
-        if threads is not None:
-            torch.set_num_threads(threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def scalable() -> Codec:
-    torch.manual_seed(3)
-    arch = default_arch(
-        codec={"name": "hyperprior", "N": 16, "M": 16, "attention": False},
-        enhancement={"N": 16, "M": 16},
-    )
-    return Codec.build(arch).eval()
+    return make_scalable()
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    g = torch.Generator().manual_seed(5)
-    smooth = F.interpolate(torch.rand(3, 3, SIZE // 16, SIZE // 16, generator=g), size=SIZE)
-    return (smooth + 0.1 * torch.rand(3, 3, SIZE, SIZE, generator=g)).clamp(0, 1)
+    return make_images()
 
 
 def _streams(codec: Codec, images: torch.Tensor) -> list[bytes]:
@@ -247,16 +186,6 @@ def test_image_and_scalable_streams_decode_bit_exactly_under_perturbation(
     assert all(unpack(s).mode == EXACT for s in streams)
 
 
-def _nudge_outputs(module: torch.nn.Module) -> torch.utils.hooks.RemovableHandle:
-    """A forward hook moving a float network's output a few ulps (what another device's
-    kernels do)."""
-
-    def hook(_m: torch.nn.Module, _i: object, out: torch.Tensor) -> torch.Tensor:
-        return out + 3 * torch.finfo(out.dtype).eps * out.abs()
-
-    return module.register_forward_hook(hook)
-
-
 def test_float_path_divergence_is_detected_by_the_check(
     scalable: Codec, images: torch.Tensor
 ) -> None:
@@ -270,7 +199,7 @@ def test_float_path_divergence_is_detected_by_the_check(
     assert all(unpack(s).mode == FLOAT for s in streams)
     for s in streams:  # unperturbed: decodes
         scalable.decode(s)
-    handle = _nudge_outputs(scalable.base.h_s)
+    handle = nudge_outputs(scalable.base.h_s)
     try:
         for s in streams:
             with pytest.raises(BitstreamError, match=r"base layer: .*fails its check") as e:
@@ -280,7 +209,7 @@ def test_float_path_divergence_is_detected_by_the_check(
         handle.remove()
     # an exact stream does not care
     exact_stream = scalable.encode(images[0], layers="all")
-    handle = _nudge_outputs(scalable.base.h_s)
+    handle = nudge_outputs(scalable.base.h_s)
     try:
         scalable.decode(exact_stream)
     finally:
@@ -297,109 +226,6 @@ def test_legacy_mode_writes_version_1(scalable: Codec, images: torch.Tensor) -> 
     parsed = unpack(stream)
     assert parsed.version == 1 and parsed.mode == LEGACY
     assert scalable.decode(stream).enhanced is not None
-
-
-# -- video -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def video(scalable: Codec) -> VideoCodec:
-    torch.manual_seed(4)
-    v = VideoCodec(scalable, {"N": 16, "M": 16}).eval()
-    for p in v.inter.g_out[-1].parameters():  # not the identity: P-frames that code something
-        torch.nn.init.normal_(p, std=0.05)
-    return v
-
-
-@pytest.fixture(scope="module")
-def frames(images: torch.Tensor) -> torch.Tensor:
-    shifted = [torch.roll(images[0], shifts=(2 * t, 3 * t), dims=(1, 2)) for t in range(5)]
-    return torch.stack(shifted)
-
-
-@pytest.mark.parametrize("name", [None, *PERTURBATIONS], ids=str)
-def test_video_streams_decode_bit_exactly_across_threads_and_perturbation(
-    video: VideoCodec, frames: torch.Tensor, monkeypatch: pytest.MonkeyPatch, name: str | None
-) -> None:
-    with perturbed(monkeypatch, None, threads=1):
-        data = video.encode_sequence(frames, intra_period=4, motion="dis-flow")
-        reference = video.decode_sequence(data)
-    with perturbed(monkeypatch, name, threads=2):
-        got = video.decode_sequence(data)
-    assert not got.errors
-    for a, b in zip(reference.frames, got.frames, strict=True):
-        assert a is not None and b is not None and torch.equal(a.features, b.features)
-    assert [f.kind for f in got.frames if f is not None] == ["I", "P", "P", "P", "I"]
-
-
-def test_video_prediction_path_is_fixed_point(video: VideoCodec, frames: torch.Tensor) -> None:
-    """With device-exact parameters the P-frames predict from fixed-point references: the
-    float synthesis is not on the decoding path (nudging it changes nothing), and the decoded
-    features are the fixed-point reconstruction, close to the float one."""
-    assert video.exact_reference
-    data = video.encode_sequence(frames, intra_period=4, motion="dis-flow")
-    reference = video.decode_sequence(data)
-    handle = _nudge_outputs(video.inter.g_out)
-    try:
-        nudged = video.decode_sequence(data)
-    finally:
-        handle.remove()
-    for a, b in zip(reference.frames, nudged.frames, strict=True):
-        assert a is not None and b is not None and torch.equal(a.features, b.features)
-    video.coding = FLOAT
-    try:
-        floats = video.decode_sequence(video.encode_sequence(frames, 4, motion="dis-flow"))
-    finally:
-        video.coding = EXACT
-    for a, b in zip(reference.frames, floats.frames, strict=True):
-        assert a is not None and b is not None
-        scale = b.features.abs().mean()
-        assert (a.features - b.features).abs().mean() < 0.05 * scale
-
-
-def test_video_divergence_is_a_corrupt_frame_for_resume(
-    video: VideoCodec, frames: torch.Tensor
-) -> None:
-    """A video coded with float parameters (FLOAT) whose decoder diverges (its float
-    prediction path nudged) fails its check at the first P-frame: named, and with
-    on_error='resume' handled like a corrupt frame (resume at the I-frame)."""
-    video.coding = FLOAT
-    try:
-        data = video.encode_sequence(frames, intra_period=4, motion="dis-flow")
-    finally:
-        video.coding = EXACT
-    handle = _nudge_outputs(video.inter.g_out)
-    try:
-        with pytest.raises(BitstreamError, match=r"frame 2 \(P-frame\): .*fails its check"):
-            video.decode_sequence(data)
-        got = video.decode_sequence(data, on_error="resume")
-    finally:
-        handle.remove()
-    assert got.frames[0] is not None and got.frames[4] is not None
-    assert got.frames[2] is None and "fails its check" in got.errors[2]
-    assert "resuming at the next I-frame (frame 4)" in got.errors[2]
-
-
-def test_fixed_point_warp_matches_the_float_warp() -> None:
-    """exact_warp: integer flows move integers exactly; fractional ones agree with
-    grid_sample to within the 1/16-pixel rounding of the source points; same mask."""
-    from featcodec.codec.motion import exact_warp, warp
-
-    g = torch.Generator().manual_seed(2)
-    ref = torch.randint(-(1 << 14), 1 << 14, (2, 3, 9, 11), generator=g).double()
-    shift = torch.zeros(2, 2, 9, 11)
-    shift[:, 0], shift[:, 1] = 2.0, -1.0
-    moved, mask = exact_warp(ref, shift)
-    inside = mask[..., 1:, :-2].expand(-1, 3, -1, -1)
-    assert bool(inside.any())
-    assert torch.equal(moved[..., 1:, :-2][inside], ref[..., :-1, 2:][inside])
-    flow = (torch.rand(2, 2, 9, 11, generator=g) - 0.5) * 6
-    flow = torch.round(flow * 16) / 16  # on the 1/16-pixel grid: the same source points
-    ours, ours_mask = exact_warp(ref, flow)
-    theirs, their_mask = warp(ref, flow.double())
-    assert torch.equal(ours_mask, their_mask)
-    assert (ours - theirs).abs().max() <= 0.5 + 1e-6  # the final rounding, nothing else
-    assert bool((ours == ours.round()).all())
 
 
 # -- the container ---------------------------------------------------------------------------
@@ -481,3 +307,26 @@ def test_streams_cross_between_cuda_and_cpu(scalable: Codec, images: torch.Tenso
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
         torch.backends.cudnn.benchmark = bench
+
+
+def test_fixed_point_sigmoid_is_the_rounded_sigmoid() -> None:
+    """The attention block's gate: round-half-up of 2^F·sigmoid, from integer steps computed in
+    decimal arithmetic, equal to float64's rounding everywhere it is not within an ulp of a
+    half (nowhere in this range)."""
+    q = torch.arange(-(80 << exact.FRAC_BITS) // 16, (80 << exact.FRAC_BITS) // 16, 3).double()
+    ours = exact.fixed_sigmoid(q)
+    theirs = torch.floor(torch.sigmoid(q / (1 << exact.FRAC_BITS)) * (1 << exact.FRAC_BITS) + 0.5)
+    assert torch.equal(ours, theirs)
+    assert float(exact.fixed_sigmoid(torch.tensor([1e30]))[0]) == 1 << exact.FRAC_BITS
+
+
+def test_attention_block_in_fixed_point() -> None:
+    from compressai.layers import AttentionBlock
+
+    torch.manual_seed(0)
+    block = AttentionBlock(16).eval()
+    x = torch.randn(2, 16, 9, 7)
+    with torch.no_grad():
+        reference = block(x)
+    ours = exact.from_fixed(exact.ExactNetwork(torch.nn.Sequential(block))(exact.to_fixed(x)))
+    assert (ours - reference).abs().max() < 2e-3 * (1 + reference.abs().max())
