@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from featcodec.codec.errors import CheckpointError
 from featcodec.codec.files import atomic_path
 from featcodec.codec.fingerprint import legacy_names, weights_digest
+from featcodec.codec.tables import install_tables, tables_entry
 
 CHECKPOINT_FORMAT = 2
 """The format this build writes."""
@@ -42,23 +43,39 @@ def checkpoint_entry(kind: str, arch: dict[str, Any], state_prefix: str) -> dict
     }
 
 
-def seal(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """Record in ``checkpoint["featcodec"]`` the digest of the weights it describes (those
-    under its ``state_prefix``); :func:`load_checkpoint` checks it. Returns ``checkpoint``."""
+def seal(checkpoint: dict[str, Any], model: nn.Module | None = None) -> dict[str, Any]:
+    """Record in ``checkpoint["featcodec"]`` the coding tables of ``model`` (the codec the
+    checkpoint describes, when given: :mod:`codec.tables`) and the digest of the weights and
+    tables it describes (the weights under its ``state_prefix``); :func:`load_checkpoint`
+    checks it. Returns ``checkpoint``."""
     meta = checkpoint["featcodec"]
-    meta["weights_digest"] = _digest(checkpoint["state_dict"], meta.get("state_prefix", ""))
+    if model is not None:
+        meta["coding_tables"] = tables_entry(model)
+    meta["weights_digest"] = _digest(
+        checkpoint["state_dict"], meta.get("state_prefix", ""), meta.get("coding_tables")
+    )
     return checkpoint
 
 
-def _digest(state: dict[str, Any], prefix: str) -> str:
+def _digest(state: dict[str, Any], prefix: str, tables: Any = None) -> str:
     mine = {k: v for k, v in state.items() if k.startswith(prefix) and isinstance(v, Tensor)}
+    if isinstance(tables, dict):  # checkpoints written before tables were stored have none
+        for name, item in tables.items():
+            if isinstance(item, dict):
+                mine.update(
+                    {
+                        f"coding_tables/{name}/{k}": v
+                        for k, v in item.items()
+                        if isinstance(v, Tensor)
+                    }
+                )
     return weights_digest(None, mine).hex()
 
 
 def save_checkpoint(model: Any, path: str | os.PathLike[str]) -> None:
     """Write ``model`` (anything with ``checkpoint_entry`` and ``state_dict``) as a standalone
     checkpoint, sealed (:func:`seal`), atomically."""
-    ckpt = seal({"featcodec": model.checkpoint_entry(""), "state_dict": model.state_dict()})
+    ckpt = seal({"featcodec": model.checkpoint_entry(""), "state_dict": model.state_dict()}, model)
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
@@ -88,6 +105,11 @@ def rebuild(
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise CheckpointError(f"{path}: weights do not fit the architecture ({first})") from None
+    if "coding_tables" in meta:
+        try:
+            install_tables(model, meta["coding_tables"])
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
     return model.eval()
 
 
@@ -119,7 +141,8 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str | tuple[str, ...]) -
     if not isinstance(prefix, str):
         raise CheckpointError(f"{path}: its state_prefix is not a name")
     digest = meta.get("weights_digest")  # checkpoints written before digests have none
-    if digest is not None and digest != _digest(ckpt["state_dict"], prefix):
+    tables = meta.get("coding_tables")
+    if digest is not None and digest != _digest(ckpt["state_dict"], prefix, tables):
         raise CheckpointError(
             f"{path}: the weights do not match the checkpoint's digest (a corrupt or altered file)"
         )

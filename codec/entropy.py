@@ -76,6 +76,11 @@ class CodingTables:
         cdf = model._quantized_cdf.detach().cpu().to(torch.int32).contiguous().numpy()
         length = model._cdf_length.detach().cpu().to(torch.int32).reshape(-1).numpy()
         offset = model._offset.detach().cpu().to(torch.int32).reshape(-1).numpy()
+        return cls.of_arrays(cdf, length, offset)
+
+    @classmethod
+    def of_arrays(cls, cdf: np.ndarray, length: np.ndarray, offset: np.ndarray) -> CodingTables:
+        """From the int32 arrays (e.g. stored in a checkpoint: :mod:`codec.tables`)."""
         lengths = length.tolist()
         cdfs = [row[:n] for row, n in zip(cdf.tolist(), lengths, strict=True)]
         return cls(cdfs, lengths, offset.tolist(), cdf, length, offset)
@@ -346,6 +351,10 @@ class GaussianCoder(GaussianConditional):
         super().update()
         self._lists = None
 
+    def use_tables(self, tables: CodingTables) -> None:
+        """Code with ``tables`` (a checkpoint's: :mod:`codec.tables`)."""
+        self._lists = tables
+
     def coding_tables(self) -> CodingTables:
         """The quantized CDFs, their lengths and offsets as lists, built on first use (on the
         CPU, whatever device the model is on: :func:`tables_on_cpu`)."""
@@ -419,13 +428,19 @@ class FactorizedCoder(EntropyBottleneck):
         self._built_for: bytes | None = None
         self._lists: CodingTables | None = None
 
-    def _parameter_digest(self) -> bytes:
+    def parameter_digest(self) -> bytes:
+        """A digest of the parameters the tables are built from."""
         flat = torch.cat([p.detach().reshape(-1).float().cpu() for p in self.parameters()])
         return hashlib.blake2b(flat.numpy().tobytes(), digest_size=16).digest()
 
+    def use_tables(self, tables: CodingTables, built_for: bytes) -> None:
+        """Code with ``tables`` (a checkpoint's: :mod:`codec.tables`) while the parameters
+        are those of ``built_for`` (:meth:`parameter_digest`)."""
+        self._lists, self._built_for = tables, built_for
+
     def coding_tables(self) -> CodingTables:
         """The quantized CDFs (one per channel) as lists, rebuilt if the parameters changed."""
-        digest = self._parameter_digest()
+        digest = self.parameter_digest()
         if digest != self._built_for or self._lists is None:
             self._lists = tables_on_cpu(self, lambda m: m.update(force=True))
             self._built_for = digest

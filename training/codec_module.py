@@ -226,7 +226,7 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["featcodec"] = self.codec.checkpoint_entry("codec.")
-        seal(checkpoint)
+        seal(checkpoint, self.codec)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming from a format-1 checkpoint: its weights renamed to today's names."""
