@@ -104,8 +104,13 @@ class ExactConv:
         self.bias = torch.round(
             b.double() * torch.ldexp(torch.ones_like(peak).double(), shift + FRAC_BITS)
         )
-        self.shift = shift.to(torch.float64)
-        self.abs_sum = self.weight.abs().sum(dim=(1, 2, 3))
+        # the requantization q_out = ⌊(acc + 2^(e−1)) · 2^−e⌋, per output channel
+        e = shift.to(torch.float64).reshape(1, -1, 1, 1)
+        self.half = torch.ldexp(torch.full_like(e, 0.5), e)
+        self.inverse = torch.ldexp(torch.ones_like(e), -e)
+        # the worst case of Σ|w|·|q| + |b| for an input of peak 1 (checked against 2^53)
+        self.weight_sum = float(self.weight.abs().sum(dim=(1, 2, 3)).max())
+        self.bias_peak = float(self.bias.abs().max())
         self.stride = conv.stride
         self.padding = conv.padding
         self.output_padding = conv.output_padding if self.transposed else (0, 0)
@@ -147,7 +152,7 @@ class ExactConv:
 
     def __call__(self, q: Tensor) -> Tensor:
         peak = float(q.abs().max()) if q.numel() else 0.0
-        worst = float(self.abs_sum.max()) * peak + float(self.bias.abs().max())
+        worst = self.weight_sum * peak + self.bias_peak
         if worst >= EXACT_LIMIT:
             raise RangeExceeded(
                 "a value is beyond the range of the exact entropy parameters "
@@ -155,9 +160,7 @@ class ExactConv:
                 "trained on, or a forged stream"
             )
         acc = torch.round(accumulate(self, q))
-        shift = self.shift.to(q.device).reshape(1, -1, 1, 1)
-        half = torch.ldexp(torch.full_like(shift, 0.5), shift)
-        return torch.floor((acc + half) * torch.ldexp(torch.ones_like(shift), -shift))
+        return torch.floor((acc + self.half.to(q.device)) * self.inverse.to(q.device))
 
 
 def accumulate(conv: ExactConv, q: Tensor) -> Tensor:

@@ -40,7 +40,7 @@ from featcodec.codec.config import ArchConfig
 from featcodec.codec.enhancement import EnhancementCodec
 from featcodec.codec.entropy import bits
 from featcodec.codec.errors import BitstreamError, InputError
-from featcodec.codec.fingerprint import canonical_state, weights_digest
+from featcodec.codec.fingerprint import Stamp, canonical_state, version_stamp, weights_digest
 from featcodec.codec.registry import build_codec
 from featcodec.codec.sequence import check_layout
 from featcodec.models.backbones import Normalize
@@ -125,7 +125,7 @@ class Codec(nn.Module):
         comparisons. Decoding follows each stream's header."""
         for p in (*self.front.parameters(), *self.back.parameters()):
             p.requires_grad_(False)
-        self._fingerprint: tuple[tuple[int, ...], tuple[bytes, bytes | None]] | None = None
+        self._fingerprint: tuple[Stamp, tuple[bytes, bytes | None]] | None = None
         self._tensors: dict[str, Tensor] | None = None
         self.train()
 
@@ -215,7 +215,7 @@ class Codec(nn.Module):
         if self._tensors is None:
             self._tensors = self.state_dict(keep_vars=True)
         tensors = self._tensors
-        stamp = tuple(t._version for t in tensors.values())
+        stamp = version_stamp(tensors.values())
         if self._fingerprint is None or self._fingerprint[0] != stamp:
             base = {k: v for k, v in self.arch.items() if k != "enhancement"}
             named = canonical_state(self, tensors)  # under their format-1 names, for good

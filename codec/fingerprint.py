@@ -12,11 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from torch import Tensor, nn
 
 from featcodec.codec.bitstream import FINGERPRINT_BYTES
+
+Stamp = tuple[tuple[int, int], ...]
+"""What :func:`version_stamp` returns."""
+
+
+def version_stamp(tensors: Iterable[Tensor]) -> Stamp:
+    """Identity and version counter of each tensor: changes when one is replaced or modified
+    in place (an optimizer step, a state-dict load), so a digest or a copy derived from the
+    tensors is recomputed only then."""
+    return tuple((id(t), t._version) for t in tensors)
 
 
 def weights_digest(meta: dict[str, Any] | None, tensors: dict[str, Tensor]) -> bytes:

@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from featcodec.codec.coding_mode import EXACT, CodingMode
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
 from featcodec.codec.exact import ExactNetwork, from_fixed, scale_indexes, to_fixed
+from featcodec.codec.fingerprint import Stamp, version_stamp
 
 
 def ste_round(x: Tensor) -> Tensor:
@@ -108,7 +109,7 @@ class ConditionalHyperprior(StridedStages, nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.params = None  # a module attribute: a class-level default would hide the module
-        self._exact_networks: dict[str, tuple[tuple[tuple[int, int], ...], ExactNetwork]] = {}
+        self._exact_networks: dict[str, tuple[Stamp, ExactNetwork]] = {}
 
     def entropy_parameters(self, z_hat: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``(σ, μ)`` of ``Y`` from ``Ẑ`` and the context (already on ``Y``'s grid), in float:
@@ -125,7 +126,7 @@ class ConditionalHyperprior(StridedStages, nn.Module):
         """The fixed-point copy of the submodule ``name`` (:mod:`codec.exact`), rebuilt when
         its weights have changed."""
         module = getattr(self, name)
-        stamp = tuple((id(p), p._version) for p in module.parameters())
+        stamp = version_stamp(module.parameters())
         cached = self._exact_networks.get(name)
         if cached is None or cached[0] != stamp:
             cached = (stamp, ExactNetwork(module))

@@ -70,6 +70,24 @@ def _check_flow(flow: object, what: str = "flow") -> Tensor:
     return flow
 
 
+def _check_pair(reference: object, flow: object) -> Tensor:
+    """The flow, after checking that ``reference`` is a (B, C, h, w) float tensor and the flow
+    a (B, 2, h, w) float tensor on its grid (:func:`warp`, :func:`exact_warp`)."""
+    if not isinstance(reference, Tensor) or reference.dim() != 4:
+        shape = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference)
+        raise InputError(f"motion: the reference must have shape (B, C, h, w), not {shape}")
+    if not reference.is_floating_point():
+        raise InputError(f"motion: the reference must be floating-point, not {reference.dtype}")
+    flow = _check_flow(flow)
+    B, _, h, w = reference.shape
+    if flow.shape[0] != B or tuple(flow.shape[-2:]) != (h, w):
+        raise InputError(
+            f"motion: the flow {tuple(flow.shape)} does not match the reference "
+            f"{tuple(reference.shape)} (batch and size must agree)"
+        )
+    return flow
+
+
 def _check_theta(theta: object) -> Tensor:
     if not isinstance(theta, Tensor) or theta.dim() != 3 or tuple(theta.shape[1:]) != (2, 3):
         shape = tuple(theta.shape) if isinstance(theta, Tensor) else type(theta).__name__
@@ -202,18 +220,8 @@ def warp(
     (see the module conventions). ``check=False`` skips the NaN/inf test of the flow (a host
     sync).
     """
-    if not isinstance(reference, Tensor) or reference.dim() != 4:
-        shape = tuple(reference.shape) if isinstance(reference, Tensor) else type(reference)
-        raise InputError(f"motion: the reference must have shape (B, C, h, w), not {shape}")
-    if not reference.is_floating_point():
-        raise InputError(f"motion: the reference must be floating-point, not {reference.dtype}")
-    flow = _check_flow(flow)
+    flow = _check_pair(reference, flow)
     B, _, h, w = reference.shape
-    if flow.shape[0] != B or tuple(flow.shape[-2:]) != (h, w):
-        raise InputError(
-            f"motion: the flow {tuple(flow.shape)} does not match the reference "
-            f"{tuple(reference.shape)} (batch and size must agree)"
-        )
     if flow.device != reference.device:
         raise InputError(
             f"motion: the flow is on {flow.device}, the reference on {reference.device}"
@@ -249,12 +257,8 @@ def exact_warp(reference: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
     zeros (as :func:`warp`); the mask is True where the rounded point lies within the pixel
     centres. Returns the prediction (fixed point, on the reference's device) and the mask.
     """
+    flow = _check_pair(reference, flow)
     B, C, h, w = reference.shape
-    if flow.shape[0] != B or tuple(flow.shape[-2:]) != (h, w) or flow.shape[1] != 2:
-        raise InputError(
-            f"motion: the flow {tuple(flow.shape)} does not match the reference "
-            f"{tuple(reference.shape)} (batch and size must agree)"
-        )
     _check_finite(flow, "flow")
     if reference.numel() and float(reference.abs().max()) >= 2.0**44:
         raise RangeExceeded("a reference value is beyond the range of the exact warp (2^44)")

@@ -49,7 +49,7 @@ from featcodec.codec.config import MotionConfig, PFrameConfig, as_dict, parse_se
 from featcodec.codec.errors import BitstreamError, InputError
 from featcodec.codec.exact import from_fixed, supports_exact, to_fixed
 from featcodec.codec.facade import Codec, check_shapes
-from featcodec.codec.fingerprint import canonical_state, weights_digest
+from featcodec.codec.fingerprint import Stamp, canonical_state, version_stamp, weights_digest
 from featcodec.codec.latent_motion import latent_motion
 from featcodec.codec.motion import exact_warp, warp
 from featcodec.codec.motion_estimation import estimate_flow, global_affine
@@ -121,7 +121,7 @@ class VideoCodec(nn.Module):
         self.channels = intra.channels
         self.coding = EXACT
         """How :meth:`encode_sequence` codes latents (see :attr:`Codec.coding`)."""
-        self._fingerprint: tuple[tuple[tuple[int, int], ...], bytes] | None = None
+        self._fingerprint: tuple[Stamp, bytes] | None = None
         self._exact_reference: bool | None = None
         self.train()
 
@@ -144,7 +144,7 @@ class VideoCodec(nn.Module):
         recomputed only when a tensor was replaced or modified in place (its version counter:
         hashing every weight took ~70 ms per decode with a ResNet front)."""
         tensors = self.state_dict(keep_vars=True)
-        stamp = tuple((id(t), t._version) for t in tensors.values())
+        stamp = version_stamp(tensors.values())
         if self._fingerprint is None or self._fingerprint[0] != stamp:
             digest = weights_digest(self.arch, canonical_state(self, tensors))
             self._fingerprint = (stamp, digest)
