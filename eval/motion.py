@@ -149,7 +149,7 @@ def infer_stride(
     return nominal
 
 
-def _nrmse(pred: Tensor, target: Tensor, valid: Tensor, value_range: Tensor) -> Tensor:
+def nrmse(pred: Tensor, target: Tensor, valid: Tensor, value_range: Tensor) -> Tensor:
     """Per-sample RMSE over the valid positions (all channels) / the target's range."""
     weight = valid.to(target.dtype)
     count = weight.sum(dim=(1, 2, 3)) * target.shape[1]
@@ -158,7 +158,7 @@ def _nrmse(pred: Tensor, target: Tensor, valid: Tensor, value_range: Tensor) -> 
     return torch.where(value_range > 0, rmse / value_range, torch.full_like(rmse, math.nan))
 
 
-def _valid_positions(pred_mask: Tensor, image_mask: Tensor, stride: int, margin: int) -> Tensor:
+def valid_positions(pred_mask: Tensor, image_mask: Tensor, stride: int, margin: int) -> Tensor:
     """Valid latent positions (B, 1, h, w): the module docstring's (a) ∧ (b), eroded by
     ``margin`` latent pixels (the tensor's edge counting as invalid)."""
     uncovered = F.max_pool2d((~image_mask).float(), stride, stride)  # any uncovered pixel
@@ -206,10 +206,10 @@ def measure(
         ref = reference.expand(B, -1, -1, -1)
         latent = affine_flow(latent_affine(theta, stride), (h, w))
         prediction, pred_mask = warp(ref, latent)
-        valid = _valid_positions(pred_mask, image_mask, stride, margin)
+        valid = valid_positions(pred_mask, image_mask, stride, margin)
         value_range = target.amax(dim=(1, 2, 3)) - target.amin(dim=(1, 2, 3))
-        out["prediction"] += _nrmse(prediction, target, valid, value_range).tolist()
-        out["baseline"] += _nrmse(ref, target, valid, value_range).tolist()
+        out["prediction"] += nrmse(prediction, target, valid, value_range).tolist()
+        out["baseline"] += nrmse(ref, target, valid, value_range).tolist()
         out["valid_fraction"] += valid.float().mean(dim=(1, 2, 3)).tolist()
         if on_batch is not None:
             on_batch(B)

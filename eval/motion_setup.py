@@ -32,7 +32,7 @@ def load_image(path: str | None, size: int, seed: int) -> tuple[Tensor, str]:
     return Normalize()(image.unsqueeze(0)), source
 
 
-def _weights_from_file(model: nn.Module, path: str, backbone: str) -> None:
+def weights_from_file(model: nn.Module, path: str, backbone: str) -> None:
     """Load a state_dict of the whole backbone (optionally under a ``"state_dict"`` key)."""
     p = require_file(path, "weights file")
     try:
@@ -85,7 +85,7 @@ def load_front(
             f"or use --weights-file"
         ) from None
     if weights_file is not None:
-        _weights_from_file(model, weights_file, backbone)
+        weights_from_file(model, weights_file, backbone)
         used = f"file {weights_file}"
     elif weights is not None:
         used = f"torchvision {weights}"

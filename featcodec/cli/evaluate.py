@@ -1,9 +1,10 @@
-"""``featcodec eval rd | bd | motion | video``: evaluation from the command line.
+"""``featcodec eval rd | bd | motion | video | equivariance``: evaluation from the command line.
 
 featcodec eval rd RUN_DIR|CKPT ... [--anchors x265-12bit jpeg zstd] -o runs/eval/rd.json
 featcodec eval bd rd.json --anchor x265-12bit
 featcodec eval motion [--image IMG] [--weights DEFAULT] --out runs/motion
 featcodec eval video pframe.ckpt [--motion flow|dis-flow|...] -o runs/video/video.json
+featcodec eval equivariance [--task-checkpoint CKPT | --image IMG] --out runs/equivariance
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from featcodec.cli import equivariance
 from featcodec.cli.common import set_threads, threads_arg
 from featcodec.codec.errors import InputError
 from featcodec.codec.sequence import MOTION_SOURCES
@@ -124,6 +126,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     threads_arg(vi)
     vi.add_argument("--overwrite", action="store_true", help="replace existing results")
     vi.set_defaults(func=eval_video)
+
+    equivariance.add_parser(ev_sub)
 
 
 def curve_args(p: argparse.ArgumentParser) -> None:
