@@ -68,6 +68,7 @@ class PFrameConfig:
     downsample: int = 1
     hyper_downsample: int = 2
     conditional: bool = True
+    refine: int = 0  # k of the equivariance filter bank refining the warp (0: the warp alone)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ _LIMITS = {
     "num_classes": (1, MAX_CLASSES),
     "block": (1, 1024),
     "step": (1e-3, 64.0),
+    "refine": (0, 7),
 }
 """Plausible ranges of the numeric fields (inclusive)."""
 

@@ -123,9 +123,9 @@ class ConditionalHyperprior(StridedStages, nn.Module):
         return scales, means
 
     def exact(self, name: str) -> ExactNetwork:
-        """The fixed-point copy of the submodule ``name`` (:mod:`codec.exact`), rebuilt when
-        its weights have changed."""
-        module = getattr(self, name)
+        """The fixed-point copy of the submodule ``name`` (dotted for a nested one,
+        :mod:`codec.exact`), rebuilt when its weights have changed."""
+        module = self.get_submodule(name)
         stamp = version_stamp(module.parameters())
         cached = self._exact_networks.get(name)
         if cached is None or cached[0] != stamp:

@@ -12,6 +12,13 @@ coded with a plain hyperprior and added back. The entropy model is featcodec's o
 :class:`~codec.hyperprior.ConditionalHyperprior`, its context ``c(F̃_t, mask)``; ``Ẑ`` and
 ``Ŷ`` of a frame share one rANS string (:class:`codec.entropy.RansWriter`): one flush instead
 of two.
+
+``refine=k`` (k odd) refines the prediction before anything uses it: the warp is the
+permutation half of Lenc & Vedaldi's equivariance map ``M_g`` (:mod:`models.equivariance`),
+and a ``k × k`` filter bank conditioned on the coded motion (its local Jacobian and the
+warp's blur at each position, :func:`~models.equivariance.motion_descriptors`) is the other
+half, trained with the codec: ``F̃_t = bank(warp(F̂_{t−1}, ṽ_t), d(ṽ_t))``. It starts as the
+identity (the warp alone) and runs in fixed point for a video coded device-exactly.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ from torch import Tensor, nn
 
 from featcodec.codec.coding_mode import EXACT, CodingMode
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
-from featcodec.codec.exact import FRAC_BITS, from_fixed, to_fixed
+from featcodec.codec.exact import EXACT_LIMIT, FRAC_BITS, RangeExceeded, from_fixed, to_fixed
 from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.registry import register_codec
+from featcodec.models.equivariance import DESCRIPTORS, FilterBank, motion_descriptors
 
 
 @dataclass
@@ -66,6 +74,8 @@ class PFrameCodec(ConditionalHyperprior):
         hyper_downsample: stride-2 stages of ``h_a``.
         conditional: condition on the prediction (analysis, entropy parameters, synthesis);
             ``False`` codes the residual ``F_t − F̃_t`` with a plain hyperprior.
+        refine: ``k`` of the motion-conditioned filter bank refining the warped prediction
+            (odd; 0: the warp alone).
     """
 
     def __init__(
@@ -76,10 +86,14 @@ class PFrameCodec(ConditionalHyperprior):
         downsample: int = 1,
         hyper_downsample: int = 2,
         conditional: bool = True,
+        refine: int = 0,
     ) -> None:
         super().__init__()
         if min(channels, N, M) < 1 or downsample < 0 or hyper_downsample < 0:
             raise ValueError("PFrameCodec: channels must be ≥ 1 and stage counts ≥ 0")
+        if refine < 0 or (refine and refine % 2 == 0):
+            raise ValueError(f"PFrameCodec: refine must be 0 or an odd size, not {refine}")
+        self.refine = FilterBank(channels, len(DESCRIPTORS), refine) if refine else None
         self.conditional = conditional
         self.downsample, self.hyper_downsample = downsample, hyper_downsample
         context = channels + 1  # the prediction and its validity mask
@@ -105,6 +119,31 @@ class PFrameCodec(ConditionalHyperprior):
         )
         self.entropy_z = FactorizedCoder(N)
         self.entropy_y = GaussianCoder()
+
+    def refined(self, prediction: Tensor, flow: Tensor) -> Tensor:
+        """The warped reference ``prediction`` (B, C, h, w) refined by the filter bank
+        conditioned on the latent ``flow`` (B, 2, h, w) it was warped with (as it is without
+        a bank)."""
+        if self.refine is None:
+            return prediction
+        return self.refine(prediction, motion_descriptors(flow.to(prediction)))
+
+    def refined_fixed(self, prediction_q: Tensor, flow: Tensor) -> Tensor:
+        """:meth:`refined` in fixed point: the bank's convolution by :mod:`codec.exact`, the
+        descriptors (computed on the CPU from the decoded flow) rounded to fixed point, each
+        product ``d_k·y_k`` exact in float64 and rounded back once."""
+        if self.refine is None:
+            return prediction_q
+        y = self.exact("refine.conv")(prediction_q)
+        d = to_fixed(motion_descriptors(flow.detach().to("cpu", torch.float32))).to(y.device)
+        peak = float(d.abs().max()) * float(y.abs().max()) if y.numel() else 0.0
+        if peak * (len(DESCRIPTORS) + 1) >= EXACT_LIMIT:
+            raise RangeExceeded("a value is beyond the range of the exact prediction (2^53)")
+        B, _, h, w = y.shape
+        y = y.view(B, len(DESCRIPTORS) + 1, -1, h, w)
+        products = (y[:, 1:] * d.unsqueeze(2)).sum(1)  # exact: integers below 2^53
+        half = float(1 << (FRAC_BITS - 1))
+        return y[:, 0] + torch.floor((products + half) * (1.0 / (1 << FRAC_BITS)))
 
     @staticmethod
     def _context(prediction: Tensor, mask: Tensor) -> Tensor:

@@ -46,7 +46,7 @@ from featcodec.codec.bitstream import (
 from featcodec.codec.checkpoint import checkpoint_entry, load_checkpoint, rebuild, save_checkpoint
 from featcodec.codec.coding_mode import EXACT, header_fields
 from featcodec.codec.config import MotionConfig, PFrameConfig, as_dict, parse_section
-from featcodec.codec.errors import BitstreamError, InputError
+from featcodec.codec.errors import BitstreamError, CheckpointError, InputError
 from featcodec.codec.exact import from_fixed, supports_exact, to_fixed
 from featcodec.codec.facade import Codec, check_shapes
 from featcodec.codec.fingerprint import Stamp, canonical_state, version_stamp, weights_digest
@@ -111,6 +111,11 @@ class VideoCodec(nn.Module):
     ) -> None:
         super().__init__()
         self.inter_arch = as_dict(parse_section(PFrameConfig, inter, "inter"))
+        refine = self.inter_arch["refine"]
+        if refine % 2 == 0:  # stored only when used: the architectures before it hash alike
+            if refine:
+                raise CheckpointError(f"inter: refine = {refine} is not 0 or an odd size")
+            del self.inter_arch["refine"]
         self.motion_arch = as_dict(parse_section(MotionConfig, motion, "motion"))
         self.intra = intra
         for p in intra.parameters():
@@ -191,11 +196,14 @@ class VideoCodec(nn.Module):
         self, reference: Tensor, motion: Motion | Sequence[Motion], input_size: tuple[int, int]
     ) -> tuple[Tensor, Tensor]:
         """Warp the decoded ``reference`` (B, C, h, w) with ``motion`` (one per batch element;
-        a single one for B = 1): prediction and mask, in one warp."""
+        a single one for B = 1): prediction (refined when the P-frame codec has a filter
+        bank) and mask, in one warp."""
         size = tuple(reference.shape[-2:])
         motions = [motion] if isinstance(motion, AffineMotion | FlowMotion) else motion
         flow = torch.cat([latent_motion(m, self.stride, size, input_size) for m in motions])
-        return warp(reference, flow.to(reference), check=False)
+        flow = flow.to(reference)
+        prediction, mask = warp(reference, flow, check=False)
+        return self.inter.refined(prediction, flow), mask
 
     def predict_fixed(
         self, reference_q: Tensor, motion: Motion, input_size: tuple[int, int]
@@ -203,7 +211,9 @@ class VideoCodec(nn.Module):
         """:meth:`predict` in fixed point (:func:`codec.motion.exact_warp`), for a video coded
         with device-exact parameters: the same integers on every device."""
         size = tuple(reference_q.shape[-2:])
-        return exact_warp(reference_q, latent_motion(motion, self.stride, size, input_size))
+        flow = latent_motion(motion, self.stride, size, input_size)
+        prediction_q, mask = exact_warp(reference_q, flow)
+        return self.inter.refined_fixed(prediction_q, flow), mask
 
     @property
     def exact_reference(self) -> bool:
@@ -217,6 +227,8 @@ class VideoCodec(nn.Module):
             nets = [self.intra.base.g_s, self.inter.g_s, self.inter.g_out]
             if self.inter.context_params is not None:
                 nets.append(self.inter.context_params)
+            if self.inter.refine is not None:
+                nets.append(self.inter.refine.conv)
             self._exact_reference = all(supports_exact(n) for n in nets)
         return self._exact_reference
 

@@ -151,13 +151,26 @@ class FilterBank(nn.Module):
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"FilterBank: the kernel size must be odd, not {kernel_size}")
         self.channels, self.out_channels, self.descriptors = channels, out, descriptors
-        self.kernel_size = kernel_size
-        k = kernel_size
-        self.weight = nn.Parameter(torch.zeros(descriptors + 1, out, channels, k, k))
-        self.bias = nn.Parameter(torch.zeros(descriptors + 1, out))
+        self.kernel_size = k = kernel_size
+        # one convolution computes A_0 ∗ w + b_0, …, A_K ∗ w + b_K (a fixed-point copy of it
+        # is what codec.exact runs for a video's prediction)
+        self.conv = nn.Conv2d(channels, (descriptors + 1) * out, k, padding=k // 2)
         with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.zero_()
             n = min(out, channels)
             self.weight[0, :n, :n, k // 2, k // 2] = torch.eye(n)
+
+    @property
+    def weight(self) -> Tensor:
+        """The filters ``A_0 … A_K`` (K+1, out, C, k, k): a view of the convolution's."""
+        k = self.kernel_size
+        return self.conv.weight.view(self.descriptors + 1, self.out_channels, self.channels, k, k)
+
+    @property
+    def bias(self) -> Tensor:
+        """The biases ``b_0 … b_K`` (K+1, out): a view of the convolution's."""
+        return self.conv.bias.view(self.descriptors + 1, self.out_channels)
 
     def extra_repr(self) -> str:
         k = self.kernel_size
@@ -180,15 +193,16 @@ class FilterBank(nn.Module):
     def forward(self, w: Tensor, d: Tensor | None = None) -> Tensor:
         """The bank applied to the warped tensor ``w`` with descriptors ``d``."""
         self._check(w, d)
-        K1, O, k = self.descriptors + 1, self.out_channels, self.kernel_size
-        kernel = self.weight.reshape(K1 * O, self.channels, k, k).to(w.dtype)
-        y = F.conv2d(w, kernel, self.bias.reshape(-1).to(w.dtype), padding=k // 2)
+        return self.gate(self.conv(w), d)
+
+    def gate(self, y: Tensor, d: Tensor | None) -> Tensor:
+        """``y_0 + Σ_k d_k ⊙ y_k`` of the convolution's output ``y`` (B, (K+1)·out, h, w)."""
         if not self.descriptors:
             return y
         assert d is not None
-        B, _, h, wd = y.shape
-        gain = torch.cat([torch.ones_like(d[:, :1]), d], 1).to(w.dtype).unsqueeze(2)
-        return (y.view(B, K1, O, h, wd) * gain).sum(1)
+        B, _, h, w = y.shape
+        gain = torch.cat([torch.ones_like(d[:, :1]), d], 1).to(y.dtype).unsqueeze(2)
+        return (y.view(B, self.descriptors + 1, self.out_channels, h, w) * gain).sum(1)
 
     @property
     def design_features(self) -> int:

@@ -50,6 +50,9 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
     Args:
         base_checkpoint: the intra codec (a ``BaseCodecModule`` checkpoint).
         N, M, downsample, hyper_downsample, conditional: the P-frame codec's architecture.
+        refine: ``k`` of the motion-conditioned filter bank on the warped prediction (Lenc &
+            Vedaldi's equivariance map, :mod:`models.equivariance`), trained with the codec;
+            0: the warp alone.
         motion: one of "flow", "affine", "dis-flow", "dis-affine" (see the module docs).
         block, step: coarse-flow side information: cell size (input px) and step (px).
         lmbda: weight of the distortion.
@@ -65,6 +68,7 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
         downsample: int = PFrameConfig.downsample,
         hyper_downsample: int = PFrameConfig.hyper_downsample,
         conditional: bool = PFrameConfig.conditional,
+        refine: int = PFrameConfig.refine,
         motion: str = "flow",
         block: int = MotionConfig.block,
         step: float = MotionConfig.step,
@@ -88,6 +92,7 @@ class PFrameModule(TrainsInTrainMode, pl.LightningModule):
             "downsample": downsample,
             "hyper_downsample": hyper_downsample,
             "conditional": conditional,
+            "refine": refine,
         }
         self.codec = VideoCodec(
             Codec.from_checkpoint(base_checkpoint), inter, {"block": block, "step": step}
