@@ -58,6 +58,7 @@ from torch import Tensor, nn
 from featcodec.codec.errors import InputError
 from featcodec.codec.motion import affine_flow, latent_affine, warp
 from featcodec.eval.motion_setup import load_front, load_image
+from featcodec.models.equivariance import DESCRIPTORS, FilterBank, LinearFit, motion_descriptors
 
 PAPER = (
     'M. Ulhaq and I. V. Bajić, "Latent Space Motion Analysis for Collaborative Intelligence", '
@@ -178,6 +179,8 @@ def measure(
     margin: int = 0,
     batch_size: int = 32,
     on_batch: Callable[[int], None] | None = None,
+    bank: FilterBank | None = None,
+    fit: LinearFit | None = None,
 ) -> dict[str, list[float]]:
     """NRMSE of the motion prediction and of the no-motion baseline for each transform.
 
@@ -189,14 +192,20 @@ def measure(
         margin: see the module docstring.
         batch_size: transforms per forward pass.
         on_batch: called with the number of transforms done after each batch (progress).
+        bank: a motion-conditioned filter bank refining the prediction (Lenc & Vedaldi's
+            equivariance map, :mod:`models.equivariance`): its NRMSE is added as ``refined``.
+        fit: instead, accumulate the regression that fits ``bank`` (valid positions).
 
     Returns:
-        ``prediction``, ``baseline`` (NRMSE) and ``valid_fraction`` lists, one value per row.
+        ``prediction``, ``baseline`` (NRMSE) and ``valid_fraction`` lists, one value per row
+        (and ``refined`` with a bank).
     """
     H, W = image.shape[-2:]
     reference = front(image)
     h, w = reference.shape[-2:]
     out: dict[str, list[float]] = {"prediction": [], "baseline": [], "valid_fraction": []}
+    if bank is not None and fit is None:
+        out["refined"] = []
     for start in range(0, len(params), batch_size):
         theta = affine_theta(params[start : start + batch_size], (H, W))
         theta = theta.to(device=image.device, dtype=torch.float32)
@@ -207,9 +216,17 @@ def measure(
         latent = affine_flow(latent_affine(theta, stride), (h, w))
         prediction, pred_mask = warp(ref, latent)
         valid = valid_positions(pred_mask, image_mask, stride, margin)
+        if bank is not None:
+            descriptors = motion_descriptors(latent)
+            if fit is not None:
+                fit.update(bank.design(prediction, descriptors), target, valid)
+            else:
+                refined = bank(prediction, descriptors)
         value_range = target.amax(dim=(1, 2, 3)) - target.amin(dim=(1, 2, 3))
         out["prediction"] += nrmse(prediction, target, valid, value_range).tolist()
         out["baseline"] += nrmse(ref, target, valid, value_range).tolist()
+        if "refined" in out:
+            out["refined"] += nrmse(refined, target, valid, value_range).tolist()
         out["valid_fraction"] += valid.float().mean(dim=(1, 2, 3)).tolist()
         if on_batch is not None:
             on_batch(B)
@@ -236,6 +253,8 @@ class MotionConfig:
     margin: int = 0
     batch_size: int = 32
     device: str = "cpu"
+    refine: int = 0  # k of a motion-conditioned filter bank on the warp (0: none)
+    fit_draws: int = 256  # the bank's fitting draws (seed + 1), not the measured ones
 
     def check(self) -> None:
         """``InputError`` for values out of range."""
@@ -244,6 +263,10 @@ class MotionConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be positive")
         if self.margin < 0:
             raise InputError("--margin must be 0 or more")
+        if self.refine < 0 or (self.refine and self.refine % 2 == 0):
+            raise InputError(f"--refine must be 0 or an odd kernel size, not {self.refine}")
+        if self.refine and self.fit_draws < 2:
+            raise InputError("--fit-draws must be at least 2")
         if self.weights is not None and self.weights_file is not None:
             raise InputError("give --weights or --weights-file, not both")
 
@@ -263,19 +286,28 @@ def run_motion(cfg: MotionConfig, progress: bool = True) -> dict[str, Any]:
     with torch.no_grad():
         shape = tuple(front(image).shape[1:])
     stride = infer_stride(tuple(image.shape[-2:]), shape[-2:], cfg.layer, nominal)
+    bank = None
+    if cfg.refine:  # fitted in closed form on other draws than those measured
+        bank = FilterBank(shape[0], len(DESCRIPTORS), cfg.refine).to(cfg.device)
+        fit = LinearFit(bank.design_features, shape[0])
+        fitting = random_params(cfg.fit_draws, cfg.seed + 1)
+        measure(front, image, fitting, stride, cfg.margin, cfg.batch_size, bank=bank, fit=fit)
+        bank.load_fit(*fit.solve())
 
     sweeps: dict[str, Any] = {}
     for family, (unit, curves, points) in SWEEPS.items():
         sweeps[family] = {"unit": unit, "curves": {}}
         for curve, param in curves.items():
             values, params = sweep_params(param, points)
-            result = measure(front, image, params, stride, cfg.margin, cfg.batch_size)
+            result = measure(front, image, params, stride, cfg.margin, cfg.batch_size, bank=bank)
             sweeps[family]["curves"][curve] = {"parameter": param, "values": values, **result}
     sweep_s = time.perf_counter() - start
 
     params = random_params(cfg.draws, cfg.seed)
     with _progress(cfg.draws, progress) as bar:
-        draws = measure(front, image, params, stride, cfg.margin, cfg.batch_size, bar.update)
+        draws = measure(
+            front, image, params, stride, cfg.margin, cfg.batch_size, bar.update, bank=bank
+        )
     draws["params"] = {
         k: [round(v, 6) for v in params[:, i].tolist()] for i, k in enumerate(PARAMS)
     }
@@ -342,7 +374,17 @@ def summarize(draws: dict[str, list[float]]) -> dict[str, Any]:
     pred = nrmse_stats([p for p, _ in pairs])
     base = nrmse_stats([b for _, b in pairs])
     ratio_mean = ratio(pred["mean"], base["mean"])
+    extra: dict[str, Any] = {}
+    if "refined" in draws:
+        finite = [
+            (r, p) for r, p in zip(draws["refined"], draws["prediction"], strict=True)
+            if math.isfinite(r) and math.isfinite(p)
+        ]  # fmt: skip
+        refined = nrmse_stats([r for r, _ in finite])
+        warped = nrmse_stats([p for _, p in finite])
+        extra = {"refined": refined, "refined_to_warp": ratio(refined["mean"], warped["mean"])}
     return {
+        **extra,
         "prediction": pred,
         "baseline": base,
         "ratio_mean": ratio_mean,

@@ -41,6 +41,13 @@ def format_motion(report: dict[str, Any]) -> str:
                 f"{label:<22}{p['mean']:>12.4f}{b['mean']:>11.4f}"
                 f"{ratio(p['mean'], b['mean']):>11.3f}{valid:>7.0%}"
             )
+    if "refined" in sm:
+        k = st["refine"]
+        lines.append(
+            f"{'warp + ' + str(k) + '×' + str(k) + ' map':<22}{sm['refined']['mean']:>12.4f}"
+            f"   (mean; {sm['refined_to_warp']:.3f} of the warp's, bank fitted on "
+            f"{st['fit_draws']} other draws)"
+        )
     verdict = "meets" if sm["meets_target"] else "misses"
     lines += [
         "",

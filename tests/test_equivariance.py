@@ -261,3 +261,18 @@ def test_the_cli_lists_the_experiment_defaults() -> None:
 
     assert equivariance.TRANSFORMATIONS == ALL_TRANSFORMATIONS
     assert equivariance.LAYERS == EquivarianceConfig().layers
+
+
+def test_eval_motion_refines_the_warp_with_a_fitted_bank(tmp_path, capsys) -> None:
+    """``eval motion --refine k``: the warp + a motion-conditioned bank fitted in closed form
+    on other draws, measured on the same draws as the warp alone."""
+    out = tmp_path / "motion"
+    base = ["eval", "motion", "--backbone", "resnet18", "--layer", "layer1", "--image-size"]
+    args = [*base, "64", "--draws", "16", "--fit-draws", "32", "--out", str(out)]
+    assert main([*args, "--refine", "1"]) == 0
+    report = json.loads((out / "motion.json").read_text())
+    assert len(report["draws"]["refined"]) == 16
+    assert report["summary"]["refined"]["mean"] < report["summary"]["prediction"]["mean"]
+    assert "1×1 map" in capsys.readouterr().out
+    assert main([*args, "--refine", "2", "--overwrite"]) == 1
+    assert "--refine must be 0 or an odd kernel size" in capsys.readouterr().err

@@ -85,6 +85,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     mo.add_argument("--seed", type=int, default=0, help="scene, random init and draws")
     mo.add_argument("--margin", type=int, default=0, help="latent px dropped near invalid ones")
     mo.add_argument("--batch-size", type=int, default=32)
+    mo.add_argument(
+        "--refine",
+        type=int,
+        default=0,
+        help="k: also a warp + k×k filter bank conditioned on the motion (Lenc & Vedaldi), "
+        "fitted on --fit-draws other draws",
+    )
+    mo.add_argument("--fit-draws", type=int, default=256, help="draws the bank is fitted on")
     mo.add_argument("--out", default="runs/motion", help="folder for motion.json, motion.png")
     mo.add_argument("--device", default="cpu")
     threads_arg(mo)
@@ -186,6 +194,8 @@ def eval_motion(args: argparse.Namespace) -> int:
         margin=args.margin,
         batch_size=args.batch_size,
         device=args.device,
+        refine=args.refine,
+        fit_draws=args.fit_draws,
     )
     report = run_motion(cfg)
     png, text = figure_png(plot_motion(report)), report_json(report)  # both ready first
