@@ -2,10 +2,12 @@
 
     featcodec train  --config configs/quickstart.yaml [--model.lmbda 0.5 ...]   (train.py)
     featcodec encode IMAGES|TENSORS|FOLDERS -c CKPT -o OUT                      (encode.py)
-    featcodec decode STREAMS|FOLDERS -c CKPT -o OUT                             (decode.py)
+    featcodec decode STREAMS|FOLDERS -c CKPT -o OUT [--stitch STITCH.ckpt]      (decode.py)
     featcodec info   STREAMS                                                    (info.py)
     featcodec eval   rd|bd|motion|video ...                                     (evaluate.py)
+    featcodec eval   equivariance [--task-checkpoint CKPT | --image IMG]       (equivariance.py)
     featcodec experiment scalable ...                                           (experiment.py)
+    featcodec experiment stitching --network-a A.ckpt --network-b B.ckpt        (stitching.py)
     featcodec plot   rd rd.json [more.json ...] -o rd.png                       (plot.py)
     featcodec demo   [--out DIR] [--quick]                                      (demo.py)
     featcodec bench  entropy|motion [--threads N]                               (bench.py)

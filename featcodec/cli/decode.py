@@ -8,6 +8,12 @@ video stream gives a folder ``<name>/`` with ``frame_00000.pt``, ... and ``predi
 (each frame's kind, bytes and prediction); with ``--resume`` a corrupt frame does not stop
 the run: it and the P-frames that depend on it are listed as lost and decoding resumes at the
 next I-frame (exit code 3 then). Every stream is validated before anything is written.
+
+With ``--stitch STITCH.ckpt`` (a stitching layer ``E`` trained from codec A's network into
+network B's back end, :mod:`training.stitch_module`) the streams of A's codec are served to B:
+``F̂_A ─E─▶ B.back``, and ``predictions.json`` holds B's predictions (the ``.pt`` files stay
+A's decoded tensors). The stitch must have been trained on this very codec (or its task
+network): another pairing is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -45,6 +51,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="video streams: skip a corrupt frame and the P-frames depending on it, resume at "
         "the next I-frame (exit code 3 when frames were lost)",
     )
+    d.add_argument(
+        "--stitch",
+        metavar="STITCH.ckpt",
+        help="serve the streams to another network B: its back end through the stitching layer "
+        "of this checkpoint (trained on this codec's network: featcodec train --config "
+        "configs/stitch.yaml); predictions.json holds B's predictions",
+    )
     d.set_defaults(func=run)
 
 
@@ -61,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from featcodec.codec.facade import Codec
     from featcodec.models.tasks import task_of
 
+    stitched = _stitched(args, codec) if args.stitch else None
     if not isinstance(codec, Codec):
         return _decode_sequences(args, codec)
     out = Path(args.output)
@@ -82,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     suffix = ".png" if second is None else second.map_suffix
     extra = [out / f"{f.stem}.enhanced{suffix}" for f in files] if args.layers == "all" else []
     extra = extra if codec.enhancement is not None else []
-    task = task_of(codec.arch)
+    task = task_of(codec.arch) if stitched is None else stitched.task
     outputs = [out / f"{f.stem}.output.pt" for f in files] if task.dense else []
     previews = [out / f"{f.stem}.preview.png" for f in files] if args.preview else []
     refuse_existing([*targets, *extra, *previews, *outputs, predictions_path], args.overwrite)
@@ -101,13 +115,33 @@ def run(args: argparse.Namespace) -> int:
             _save_output(enhanced if second is None else second.output_map(enhanced), extra[i])
         if previews:
             _save_output(decoded.preview[0], previews[i])
+        output = decoded.output if stitched is None else stitched(decoded.features)
         if outputs:
             with atomic_path(outputs[i]) as tmp:
-                torch.save(decoded.output[0].cpu(), tmp)
-        predictions[f.stem] = task.summary(decoded.output)
+                torch.save(output[0].cpu(), tmp)
+        predictions[f.stem] = task.summary(output)
     atomic_write(predictions_path, json.dumps(predictions, indent=2))
     print(f"wrote {len(files)} feature tensor(s) and {predictions_path}")
     return 0
+
+
+def _stitched(args: argparse.Namespace, codec: Any) -> Any:
+    """The stitching layer and B's back end of ``--stitch``, checked against the codec: image
+    codecs only, base layer only, trained on this codec (one-line errors)."""
+    from featcodec.codec.facade import Codec
+
+    if not isinstance(codec, Codec):
+        raise InputError("--stitch serves image streams; it does not apply to video codecs")
+    if codec.enhancement is not None and args.layers != "base":
+        raise InputError(
+            "--stitch runs B on the base layer; this codec has an enhancement layer: "
+            "add --layers base"
+        )
+    from featcodec.training.stitch_module import load_stitch
+
+    stitched = load_stitch(args.stitch, args.device)
+    stitched.check_codec(codec, args.checkpoint)
+    return stitched
 
 
 def enhancement_task(codec: Any) -> Any:
