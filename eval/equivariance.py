@@ -69,10 +69,10 @@ class EquivarianceConfig:
     image: str | None = None  # a photo instead (with ``backbone``)
     backbone: str = "resnet34"
     weights_file: str | None = None  # a local state_dict of ``backbone`` (else random init)
-    layers: tuple[str, ...] = STAGES
+    layers: tuple[str, ...] | None = None  # None: the STAGES whose stride divides the size
     transformations: tuple[str, ...] = ALL_TRANSFORMATIONS
     kernels: tuple[int, ...] = (1, 3)
-    image_size: int | None = None  # 64 for the scenes, 224 for a photo
+    image_size: int | None = None  # 48 for the scenes (the demo network's size), 224 a photo
     train_images: int = 256
     test_images: int = 128
     ridge: float | None = None  # relative ridge penalty; None: chosen by cross-validation
@@ -84,7 +84,7 @@ class EquivarianceConfig:
 
     @property
     def size(self) -> int:
-        return self.image_size or (224 if self.image else 64)
+        return self.image_size or (224 if self.image else 48)
 
     def check(self) -> None:
         """``InputError`` for values out of range or an ambiguous source."""
@@ -105,7 +105,7 @@ class EquivarianceConfig:
                 f"unknown transformation {unknown[0] if unknown else '(none)'!r}; "
                 f"known: {', '.join(ALL_TRANSFORMATIONS)}"
             )
-        if not self.layers:
+        if self.layers is not None and not self.layers:
             raise InputError("give at least one layer")
         if any(k < 1 or k % 2 == 0 for k in self.kernels) or not self.kernels:
             raise InputError(f"kernel sizes must be odd and positive, not {self.kernels}")
@@ -415,16 +415,24 @@ def run_equivariance(cfg: EquivarianceConfig, on_step: Callable[[str], None] | N
     cfg.check()
     start = time.perf_counter()
     net = load_network(cfg)
-    for layer in cfg.layers:  # unknown split points and strides fail now, in one line
+    layers, skipped = [], []
+    for layer in cfg.layers or STAGES:  # unknown split points and strides fail now
         _, _, stride = net.split(layer)
-        if cfg.size % stride:
+        if cfg.size % stride == 0:
+            layers.append(layer)
+        elif cfg.layers is None:  # a default layer the size does not suit: left out, said
+            skipped.append(f"{layer} (stride {stride} does not divide {cfg.size} px)")
+            log.info("leaving out %s", skipped[-1])
+        else:
             raise InputError(
                 f"layer {layer!r} has stride {stride}, which does not divide the image size "
                 f"{cfg.size} (choose an --image-size that {stride} divides)"
             )
+    if not layers:
+        raise InputError(f"no layer's stride divides the image size {cfg.size}")
     train, test = image_batches(cfg, "train"), image_batches(cfg, "test")
     results: dict[str, dict[str, Any]] = {}
-    for layer in cfg.layers:
+    for layer in layers:
         results[layer] = {}
         for name in cfg.transformations:
             t0 = time.perf_counter()
@@ -450,6 +458,8 @@ def run_equivariance(cfg: EquivarianceConfig, on_step: Callable[[str], None] | N
         "settings": {
             **asdict(cfg),
             "image_size": cfg.size,
+            "layers": layers,
+            "layers_left_out": skipped,
             "transformations": {
                 t: TRANSFORMATIONS.get(t, "random affine") for t in cfg.transformations
             },

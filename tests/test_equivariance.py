@@ -224,11 +224,11 @@ def _args(ckpt: str, out: Path, *more: str) -> list[str]:
 
 def test_eval_equivariance_writes_the_report_and_the_figure(task_checkpoint, tmp_path) -> None:
     out = tmp_path / "eq"
-    args = _args(task_checkpoint, out, "--layers", "maxpool", "layer2", "--transformations")
+    args = _args(task_checkpoint, out, "--layers", "maxpool", "layer1", "--transformations")
     assert main([*args, "hflip", "affine"]) == 0
     report = json.loads((out / "equivariance.json").read_text())
     assert (out / "equivariance.png").stat().st_size > 0
-    assert list(report["results"]) == ["maxpool", "layer2"]
+    assert list(report["results"]) == ["maxpool", "layer1"]
     r = report["results"]["maxpool"]["hflip"]
     assert r["stride"] == 4 and set(r["nrmse"]) == {"none", "warp", "map1", "map3"}
     assert 0 <= r["task"]["original"] <= 1 and "after_training" in r["task"]
@@ -260,7 +260,9 @@ def test_the_cli_lists_the_experiment_defaults() -> None:
     from featcodec.cli import equivariance
 
     assert equivariance.TRANSFORMATIONS == ALL_TRANSFORMATIONS
-    assert equivariance.LAYERS == EquivarianceConfig().layers
+    from featcodec.eval.equivariance import STAGES
+
+    assert equivariance.LAYERS == STAGES and EquivarianceConfig().layers is None
 
 
 def test_eval_motion_refines_the_warp_with_a_fitted_bank(tmp_path, capsys) -> None:
@@ -276,3 +278,12 @@ def test_eval_motion_refines_the_warp_with_a_fitted_bank(tmp_path, capsys) -> No
     assert "1×1 map" in capsys.readouterr().out
     assert main([*args, "--refine", "2", "--overwrite"]) == 1
     assert "--refine must be 0 or an odd kernel size" in capsys.readouterr().err
+
+
+def test_default_layers_leave_out_those_the_size_does_not_suit(task_checkpoint, tmp_path) -> None:
+    out = tmp_path / "eq"
+    args = _args(task_checkpoint, out, "--transformations", "vflip", "--kernels", "1")
+    assert main([*args[:5], "40", *args[6:], "--task-steps", "0"]) == 0
+    report = json.loads((out / "equivariance.json").read_text())
+    assert list(report["results"]) == ["maxpool", "layer1", "layer2"]
+    assert [s.split()[0] for s in report["settings"]["layers_left_out"]] == ["layer3", "layer4"]

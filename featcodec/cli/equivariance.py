@@ -38,7 +38,12 @@ def add_parser(ev_sub: argparse._SubParsersAction) -> None:
     eq.add_argument("--image", help="a photo instead: random crops through --backbone")
     eq.add_argument("--backbone", default="resnet34", help="with --image")
     eq.add_argument("--weights-file", help="with --image: a state_dict of the backbone")
-    eq.add_argument("--layers", nargs="+", help=f"split points (default: {', '.join(LAYERS)})")
+    eq.add_argument(
+        "--layers",
+        nargs="+",
+        help=f"split points (default: those of {', '.join(LAYERS)} whose stride divides the "
+        "image size)",
+    )
     eq.add_argument(
         "--transformations",
         nargs="+",
@@ -48,7 +53,7 @@ def add_parser(ev_sub: argparse._SubParsersAction) -> None:
     eq.add_argument(
         "--kernels", nargs="+", type=int, default=[1, 3], help="filter-bank sizes (1: paper)"
     )
-    eq.add_argument("--image-size", type=int, help="default 64 (scenes), 224 (photo)")
+    eq.add_argument("--image-size", type=int, help="default 48 (scenes), 224 (photo)")
     eq.add_argument("--train-images", type=int, default=256, help="images the maps are fit on")
     eq.add_argument("--test-images", type=int, default=128, help="held-out images")
     eq.add_argument(
@@ -93,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         image=args.image,
         backbone=args.backbone,
         weights_file=args.weights_file,
-        layers=tuple(args.layers or LAYERS),
+        layers=tuple(args.layers) if args.layers else None,
         transformations=tuple(args.transformations or TRANSFORMATIONS),
         kernels=tuple(args.kernels),
         image_size=args.image_size,
