@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import math
 import platform
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from torch import Tensor, nn
 
 from featcodec.codec.errors import InputError
 from featcodec.codec.motion import affine_flow, latent_affine, warp
+from featcodec.eval.equivariance_report import mean_finite, summarize
 from featcodec.eval.motion import RANGES, affine_theta, nrmse, random_params, valid_positions
 from featcodec.models.equivariance import (
     TRANSFORMATIONS,
@@ -248,11 +248,6 @@ def make_pair(front: nn.Module, image: Tensor, theta: Tensor, stride: int) -> Pa
     return Pair(fx, fgx, forward, valid_positions(mask, covered, stride, 0), inverse, inv_mask)
 
 
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return statistics.fmean(finite) if finite else math.nan
-
-
 class _Score:
     """A task metric, or the top-1 agreement with the untransformed network (no labels)."""
 
@@ -378,7 +373,7 @@ def measure_layer(
                     scores["map"].update(back, inverse_bank(pair.inverse), batch, pair.x)
         out: dict[str, Any] = {"map": scores["map"].value()}
         if not inverse_only:
-            out["nrmse"] = {key: _mean(v) for key, v in errors.items()}
+            out["nrmse"] = {key: mean_finite(v) for key, v in errors.items()}
             out |= {key: scores[key].value() for key in ("original", "transformed", "warp")}
         return out
 
@@ -472,33 +467,4 @@ def run_equivariance(cfg: EquivarianceConfig, on_step: Callable[[str], None] | N
         "summary": summarize(results, cfg.kernels),
         "timing_s": round(time.perf_counter() - start, 1),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
-    }
-
-
-def summarize(results: dict[str, dict[str, Any]], kernels: tuple[int, ...]) -> dict[str, Any]:
-    """Per layer, the mean NRMSE over the transformations; whether the warp error grows with
-    depth (the paper's finding) and whether every learned map beats the warp alone."""
-    per_layer = {
-        layer: {
-            key: _mean([r["nrmse"][key] for r in by_t.values()])
-            for key in ("none", "warp", *(f"map{k}" for k in kernels))
-        }
-        for layer, by_t in results.items()
-    }
-    warp = [v["warp"] for v in per_layer.values()]
-    beats = all(
-        r["nrmse"][f"map{k}"] < r["nrmse"]["warp"]
-        for by_t in results.values()
-        for r in by_t.values()
-        for k in kernels
-        if math.isfinite(r["nrmse"][f"map{k}"])
-    )
-    return {
-        "per_layer": per_layer,
-        "warp_error_grows_with_depth": all(a <= b for a, b in zip(warp, warp[1:], strict=False)),
-        "maps_beat_warp_everywhere": beats,
-        "ratio_map_to_warp": {
-            layer: {f"map{k}": v[f"map{k}"] / v["warp"] if v["warp"] else math.nan for k in kernels}
-            for layer, v in per_layer.items()
-        },
     }

@@ -1,4 +1,5 @@
-"""The table and the figure of ``featcodec eval equivariance`` (:mod:`eval.equivariance`).
+"""The summary, the table and the figure of ``featcodec eval equivariance``
+(:mod:`eval.equivariance`).
 
 The figure is shaped like the paper's: one panel per transformation, one bar group per layer;
 the top row the NRMSE of predicting ``φ(gx)`` (no motion, warp, warp + maps), the bottom row
@@ -9,6 +10,7 @@ the map before and after training with the task loss).
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,41 @@ TASK_LABELS = {
     "before_training": "gx, map (closed form)",
     "after_training": "gx, map (task-trained)",
 }
+
+
+def mean_finite(values: list[float]) -> float:
+    """The mean of the finite values (NaN when there is none)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(finite) if finite else math.nan
+
+
+def summarize(results: dict[str, dict[str, Any]], kernels: tuple[int, ...]) -> dict[str, Any]:
+    """Per layer, the mean NRMSE over the transformations; whether the warp error grows with
+    depth (the paper's finding) and whether every learned map beats the warp alone."""
+    per_layer = {
+        layer: {
+            key: mean_finite([r["nrmse"][key] for r in by_t.values()])
+            for key in ("none", "warp", *(f"map{k}" for k in kernels))
+        }
+        for layer, by_t in results.items()
+    }
+    warp = [v["warp"] for v in per_layer.values()]
+    beats = all(
+        r["nrmse"][f"map{k}"] < r["nrmse"]["warp"]
+        for by_t in results.values()
+        for r in by_t.values()
+        for k in kernels
+        if math.isfinite(r["nrmse"][f"map{k}"])
+    )
+    return {
+        "per_layer": per_layer,
+        "warp_error_grows_with_depth": all(a <= b for a, b in zip(warp, warp[1:], strict=False)),
+        "maps_beat_warp_everywhere": beats,
+        "ratio_map_to_warp": {
+            layer: {f"map{k}": v[f"map{k}"] / v["warp"] if v["warp"] else math.nan for k in kernels}
+            for layer, v in per_layer.items()
+        },
+    }
 
 
 def _f(v: float, digits: int = 4) -> str:

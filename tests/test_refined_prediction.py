@@ -55,11 +55,10 @@ def test_the_architecture_names_refine_only_when_used() -> None:
         VideoCodec(make_scalable(), {"refine": 9})
 
 
-@pytest.mark.parametrize("refine", [1, 3])
 def test_refined_videos_decode_bit_exactly_and_near_the_float_path(
-    refine: int, frames: torch.Tensor, monkeypatch: pytest.MonkeyPatch, tmp_path
+    frames: torch.Tensor, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    video = _video(refine)
+    video = _video(3)  # a 3×3 bank: the padded convolution in fixed point
     assert video.exact_reference
     with perturbed(monkeypatch, None, threads=1):
         data = video.encode_sequence(frames, intra_period=4, motion="dis-affine")
