@@ -38,6 +38,7 @@ on the coded motion, corrects the warped reference.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -312,6 +313,15 @@ class LinearFit:
         self.xy[fold] += xr.T @ yr
         self.yy[fold] += float((yr * yr).sum())
         self.counts[fold] += xr.shape[0]
+
+    def combine(self, total: Callable[[Tensor], Tensor]) -> None:
+        """Replace every accumulated moment by ``total(moment)`` (float64 CPU tensors in and
+        out): under DDP, the sum over processes, so that each solves the same regression."""
+        self.xx = [total(t) for t in self.xx]
+        self.xy = [total(t) for t in self.xy]
+        sums = total(torch.tensor([*self.yy, *self.counts], dtype=torch.float64))
+        self.yy = [float(sums[0]), float(sums[1])]
+        self.counts = [round(float(sums[2])), round(float(sums[3]))]
 
     def _solution(self, xx: Tensor, xy: Tensor, ridge: float) -> Tensor:
         n = self.in_features

@@ -133,6 +133,26 @@ def test_the_closed_form_fit_is_the_least_squares_solution(ridge: float) -> None
     torch.testing.assert_close(bias, expected[6].float(), atol=1e-5, rtol=1e-5)
 
 
+def test_combined_moments_solve_the_regression_of_all_processes() -> None:
+    """``combine`` (the DDP sum of the stitch's regression start): two processes' moments
+    summed give the fit of all their positions, folds and counts included."""
+    torch.manual_seed(0)
+    batches = [(torch.randn(3, 4, 5, 5), torch.randn(3, 2, 5, 5)) for _ in range(4)]
+    whole, half = LinearFit(4, 2), LinearFit(4, 2)
+    for x, y in batches:
+        whole.update(x, y)
+    for x, y in batches[::2]:  # this process saw every other batch (one per fold); its twin
+        half.update(x, y)  # saw the same number of positions
+    half.combine(lambda t: 2 * t)
+    assert half.counts == [2 * 75, 2 * 75] and half.count == whole.count
+    both = LinearFit(4, 2)
+    for x, y in [batches[0], batches[2]] * 2:
+        both.update(x, y)
+    for got, want in zip(half.solve(), both.solve(), strict=True):
+        torch.testing.assert_close(got, want)
+    assert half.chosen == both.chosen
+
+
 def test_cross_validation_picks_a_small_ridge_for_clean_data_and_a_large_one_for_noise() -> None:
     torch.manual_seed(0)
     w = torch.randn(8, 8)

@@ -223,8 +223,7 @@ class StitchModule(pl.LightningModule):
         fit = fit_regression(self.stitch, pairs, self.hparams.ridge)
         if self.trainer_attached() and self.trainer.world_size > 1:
             reduce = self.trainer.strategy.reduce
-            fit.xx = reduce(fit.xx.to(self.device), reduce_op="sum").cpu()
-            fit.xy = reduce(fit.xy.to(self.device), reduce_op="sum").cpu()
+            fit.combine(lambda t: reduce(t.to(self.device), reduce_op="sum").cpu())
             self.stitch.load_fit(*fit.solve())
         self.fitted = True
 
