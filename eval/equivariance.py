@@ -128,35 +128,23 @@ class Network:
     split_fn: Callable[[nn.Module, str], Any] = field(repr=False)
 
     def split(self, layer: str) -> tuple[nn.Module, nn.Module, int]:
-        try:
-            s = self.split_fn(self.model, layer)
-        except ValueError as e:
-            raise InputError(str(e)) from None
+        s = self.split_fn(self.model, layer)
         return s.front.eval(), s.back.eval(), s.stride
 
 
 def load_network(cfg: EquivarianceConfig) -> Network:
     """The task network of ``cfg.task_checkpoint`` or ``cfg.backbone`` (with its weights
     file), in eval mode, frozen."""
-    from featcodec.codec.checkpoint import load_checkpoint
     from featcodec.eval.motion_setup import weights_from_file
     from featcodec.models.backbones import build_backbone
-    from featcodec.models.split import split_model
-    from featcodec.models.tasks import task_of
-    from featcodec.training.task import load_task_network
+    from featcodec.models.tasks import get_task, task_of
+    from featcodec.training.task import read_task_network, split_network
 
     if cfg.task_checkpoint is not None:
-        arch = load_checkpoint(cfg.task_checkpoint, kind="task")["featcodec"]["arch"]
+        arch, model = read_task_network(cfg.task_checkpoint)
         task = task_of(arch)
-        model = load_task_network(
-            cfg.task_checkpoint,
-            arch["backbone"],
-            arch["num_classes"],
-            task.name,
-            arch.get("task_options"),
-        )
         what = f"{task.name} {arch['backbone']} from {cfg.task_checkpoint}"
-        split_fn = lambda m, layer: task.split(m, layer, arch["backbone"])  # noqa: E731
+        split_fn = lambda m, layer: split_network(task, m, layer, arch["backbone"])  # noqa: E731
         num_classes = int(arch["num_classes"])
     else:
         torch.manual_seed(cfg.seed)
@@ -169,7 +157,8 @@ def load_network(cfg: EquivarianceConfig) -> Network:
         task, num_classes = None, 0
         init = f"weights {cfg.weights_file}" if cfg.weights_file else f"random init {cfg.seed}"
         what = f"{cfg.backbone} ({init})"
-        split_fn = lambda m, layer: split_model(m, layer, cfg.backbone)  # noqa: E731
+        classifier = get_task("classification")
+        split_fn = lambda m, layer: split_network(classifier, m, layer, cfg.backbone)  # noqa: E731
     model = model.to(cfg.device).eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -44,8 +44,8 @@ from featcodec.codec.fingerprint import weights_digest
 from featcodec.models.backbones import Normalize, check_backbone_name
 from featcodec.models.split import Split
 from featcodec.models.stitching import INITS, MAX_CHANNELS, Stitch, fit_regression
-from featcodec.models.tasks import Task, task_of
-from featcodec.training.task import load_task_network
+from featcodec.models.tasks import task_of
+from featcodec.training.task import read_task_network, split_network
 
 STITCH_KIND = "stitch"
 """The ``kind`` of a stitch checkpoint's ``featcodec`` entry."""
@@ -63,25 +63,6 @@ def codec_network_fingerprint(codec: Codec) -> str:
     together are the network's), to pair a stitch trained on that network with the codec."""
     arch = {k: v for k, v in codec.arch.items() if k not in ("split_at", "codec", "enhancement")}
     return network_fingerprint(arch, {**codec.front.state_dict(), **codec.back.state_dict()})
-
-
-def read_task_network(path: str | os.PathLike[str]) -> tuple[dict[str, Any], nn.Module]:
-    """The architecture entry and the trained network (eval mode) of a task checkpoint."""
-    arch = dict(load_checkpoint(path, kind="task")["featcodec"]["arch"])
-    task = task_of(arch)
-    net = load_task_network(
-        path, arch["backbone"], arch["num_classes"], task.name, arch.get("task_options")
-    )
-    return arch, net.eval()
-
-
-def split_network(task: Task, net: nn.Module, split_at: str, backbone: str) -> Split:
-    """``net`` split at ``split_at``; an unknown split point or one that is not a cut is an
-    :class:`InputError` (one line)."""
-    try:
-        return task.split(net, split_at, backbone)
-    except ValueError as e:
-        raise InputError(str(e)) from None
 
 
 def _frozen(module: nn.Module) -> nn.Module:

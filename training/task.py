@@ -17,9 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from featcodec.codec.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, seal
-from featcodec.codec.errors import CheckpointError
+from featcodec.codec.errors import CheckpointError, InputError
 from featcodec.models.backbones import Normalize
-from featcodec.models.tasks import DEFAULT_TASK, get_task
+from featcodec.models.split import Split
+from featcodec.models.tasks import DEFAULT_TASK, Task, get_task, task_of
 
 
 def task_arch(
@@ -150,3 +151,22 @@ def load_task_network(
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit {backbone} ({e})") from None
     return net
+
+
+def read_task_network(path: str | os.PathLike[str]) -> tuple[dict[str, Any], nn.Module]:
+    """The architecture entry and the trained network (eval mode) of a task checkpoint."""
+    arch = dict(load_checkpoint(path, kind="task")["featcodec"]["arch"])
+    task = task_of(arch)
+    net = load_task_network(
+        path, arch["backbone"], arch["num_classes"], task.name, arch.get("task_options")
+    )
+    return arch, net.eval()
+
+
+def split_network(task: Task, net: nn.Module, split_at: str, backbone: str) -> Split:
+    """``net`` split at ``split_at``; an unknown split point or one that is not a cut is an
+    :class:`InputError` (one line)."""
+    try:
+        return task.split(net, split_at, backbone)
+    except ValueError as e:
+        raise InputError(str(e)) from None
