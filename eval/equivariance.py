@@ -341,50 +341,47 @@ def measure_layer(
     fitted = {f"map{k}": _load(bank, fits[k]) for k, bank in banks.items()}
     fitted["inverse"] = _load(inverse_bank, inverse_fit)
 
-    def evaluate(inverse_only: bool) -> dict[str, Any]:
-        errors: dict[str, list[float]] = {"none": [], "warp": [], **{f"map{k}": [] for k in banks}}
-        scores = {s: _Score(net) for s in ("original", "transformed", "warp", "map")}
-        for pair, batch in pairs(test, 1000 * cfg.seed + 2):
-            with torch.no_grad():
-                if not inverse_only:
-                    rng = pair.gx.amax((1, 2, 3)) - pair.gx.amin((1, 2, 3))
-                    guesses = {"none": pair.x, "warp": pair.forward}
-                    guesses |= {
-                        f"map{k}": b(pair.forward) if fitted[f"map{k}"] else pair.forward * math.nan
-                        for k, b in banks.items()
-                    }
-                    for key, guess in guesses.items():
-                        errors[key] += nrmse(guess, pair.gx, pair.valid, rng).tolist()
-                    scores["original"].update(back, pair.x, batch, pair.x)
-                    scores["transformed"].update(back, pair.gx, batch, pair.x)
-                    scores["warp"].update(back, pair.inverse, batch, pair.x)
-                if fitted["inverse"]:
-                    scores["map"].update(back, inverse_bank(pair.inverse), batch, pair.x)
-        out: dict[str, Any] = {"map": scores["map"].value()}
-        if not inverse_only:
-            out["nrmse"] = {key: mean_finite(v) for key, v in errors.items()}
-            out |= {key: scores[key].value() for key in ("original", "transformed", "warp")}
-        return out
+    def map_score(held_out: list[tuple[Tensor, dict, Tensor]], score: _Score) -> float:
+        """The task metric of ``back(M_g⁻¹ φ(gx))`` on the held-out images."""
+        if fitted["inverse"]:
+            for inverse, batch, x in held_out:
+                with torch.no_grad():
+                    score.update(back, inverse_bank(inverse), batch, x)
+        return score.value()
 
-    before = evaluate(False)
+    train_map = bool(task_data) and fitted["inverse"]  # then scored again after training
+    errors: dict[str, list[float]] = {"none": [], "warp": [], **{f"map{k}": [] for k in banks}}
+    scores = {s: _Score(net) for s in ("original", "transformed", "warp", "before_training")}
+    held_out: list[tuple[Tensor, dict, Tensor]] = []
+    for pair, batch in pairs(test, 1000 * cfg.seed + 2):
+        with torch.no_grad():
+            rng = pair.gx.amax((1, 2, 3)) - pair.gx.amin((1, 2, 3))
+            guesses = {"none": pair.x, "warp": pair.forward}
+            guesses |= {
+                f"map{k}": b(pair.forward) if fitted[f"map{k}"] else pair.forward * math.nan
+                for k, b in banks.items()
+            }
+            for key, guess in guesses.items():
+                errors[key] += nrmse(guess, pair.gx, pair.valid, rng).tolist()
+            scores["original"].update(back, pair.x, batch, pair.x)
+            scores["transformed"].update(back, pair.gx, batch, pair.x)
+            scores["warp"].update(back, pair.inverse, batch, pair.x)
+        map_score([(pair.inverse, batch, pair.x)], scores["before_training"])
+        if train_map:
+            held_out.append((pair.inverse, batch, pair.x))
     result: dict[str, Any] = {
         "stride": stride,
         "channels": channels,
-        "nrmse": before["nrmse"],
-        "task": {
-            "original": before["original"],
-            "transformed": before["transformed"],
-            "warp": before["warp"],
-            "before_training": before["map"],
-        },
+        "nrmse": {key: mean_finite(v) for key, v in errors.items()},
+        "task": {key: score.value() for key, score in scores.items()},
         "positions_fitted": fits[cfg.kernels[0]].count,
         "ridge": {**{f"map{k}": f.chosen for k, f in fits.items()}, "inverse": inverse_fit.chosen},
     }
-    if task_data and fitted["inverse"]:
+    if train_map:
         inverse_bank.train()
         result["task"]["final_loss"] = _train_inverse(inverse_bank, back, net, task_data, cfg)
         inverse_bank.eval()
-        result["task"]["after_training"] = evaluate(True)["map"]
+        result["task"]["after_training"] = map_score(held_out, _Score(net))
     return result
 
 
