@@ -75,6 +75,14 @@ def to_fixed(x: Tensor) -> Tensor:
     return torch.round(x.to(torch.float32) * float(1 << FRAC_BITS)).to(torch.float64)
 
 
+def round_shift(acc: Tensor, bits: int) -> Tensor:
+    """``acc · 2^-bits`` rounded to the nearest integer, ties upward: ``⌊(acc + 2^(bits-1)) ·
+    2^-bits⌋``. Exact for float64 integers below 2^53 (adding an integer and scaling by a
+    power of two are exact), so every device gets the same integers; the one rounding shift of
+    the fixed-point paths (the warp, the refined prediction, the attention gate)."""
+    return torch.floor((acc + float(1 << (bits - 1))) * (1.0 / (1 << bits)))
+
+
 def from_fixed(q: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
     """``q · 2^-F`` as ``dtype`` (one rounding of an exact value: the same on every device)."""
     return (q * (1.0 / (1 << FRAC_BITS))).to(dtype)
@@ -239,8 +247,7 @@ class ExactAttention:
         if a.numel() and float(a.abs().max()) >= 2.0 ** (52 - FRAC_BITS):
             raise RangeExceeded("a value is beyond the range of the exact attention block")
         gate = fixed_sigmoid(b)
-        scale = float(1 << FRAC_BITS)
-        return q + torch.floor((a * gate + scale / 2) / scale)
+        return q + round_shift(a * gate, FRAC_BITS)
 
 
 @functools.cache

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from featcodec.codec.errors import InputError
-from featcodec.codec.exact import RangeExceeded
+from featcodec.codec.exact import RangeExceeded, round_shift
 
 WARP_MODES = ("bilinear", "bicubic", "nearest")
 FLOW_MODES = ("bilinear", "bicubic", "nearest", "area")
@@ -282,6 +282,5 @@ def exact_warp(reference: Tensor, flow: Tensor) -> tuple[Tensor, Tensor]:
             weight = (wx * wy * inside).reshape(B, 1, h * w).to(device, torch.float64)
             picked = flat.gather(2, index.to(device).expand(B, C, h * w))
             total += picked * weight
-    half = float(1 << (2 * WARP_FRACTION_BITS - 1))
-    out = torch.floor((total + half) * (1.0 / (1 << (2 * WARP_FRACTION_BITS))))
+    out = round_shift(total, 2 * WARP_FRACTION_BITS)
     return out.reshape(B, C, h, w), mask.unsqueeze(1).to(device)

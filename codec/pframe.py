@@ -32,7 +32,14 @@ from torch import Tensor, nn
 
 from featcodec.codec.coding_mode import EXACT, CodingMode
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
-from featcodec.codec.exact import EXACT_LIMIT, FRAC_BITS, RangeExceeded, from_fixed, to_fixed
+from featcodec.codec.exact import (
+    EXACT_LIMIT,
+    FRAC_BITS,
+    RangeExceeded,
+    from_fixed,
+    round_shift,
+    to_fixed,
+)
 from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.registry import register_codec
 from featcodec.models.equivariance import DESCRIPTORS, FilterBank, motion_descriptors
@@ -142,8 +149,7 @@ class PFrameCodec(ConditionalHyperprior):
         B, _, h, w = y.shape
         y = y.view(B, len(DESCRIPTORS) + 1, -1, h, w)
         products = (y[:, 1:] * d.unsqueeze(2)).sum(1)  # exact: integers below 2^53
-        half = float(1 << (FRAC_BITS - 1))
-        return y[:, 0] + torch.floor((products + half) * (1.0 / (1 << FRAC_BITS)))
+        return y[:, 0] + round_shift(products, FRAC_BITS)
 
     @staticmethod
     def _context(prediction: Tensor, mask: Tensor) -> Tensor:
