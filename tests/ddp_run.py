@@ -1,6 +1,8 @@
 """Trains a tiny base codec with DDP (gloo, CPU processes) or in one process, validates it,
 and writes what this process holds: run by tests/test_ddp.py as a script, because the DDP
-launcher starts the other ranks by running the script again.
+launcher starts the other ranks by running the script again. When ``OUT/stitch`` exists (with
+the task checkpoints of :func:`ddp_stitch_run.make_networks`), the same processes then start
+a stitch from its regression (:mod:`ddp_stitch_run`): one launch of the processes for both.
 
     python tests/ddp_run.py OUT DEVICES
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from ddp_stitch_run import main as stitch_main
 from lightning.pytorch.callbacks import Callback
 
 from featcodec.codec.fingerprint import weights_digest
@@ -77,6 +80,8 @@ def main(out: Path, devices: int) -> None:
         "val_accuracy": validated["val/accuracy"],
     }
     (out / f"rank{run.global_rank}-of-{devices}.json").write_text(json.dumps(result))
+    if (out / "stitch").is_dir():
+        stitch_main(out / "stitch", devices)
 
 
 if __name__ == "__main__":

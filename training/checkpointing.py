@@ -54,9 +54,9 @@ class LastCheckpoint(Callback):
             return
         if trainer.is_global_zero:
             with atomic_path(self.path) as tmp:
-                trainer.save_checkpoint(tmp)
+                trainer.save_checkpoint(tmp, weights_only=False)  # resumable: optimizers too
         else:
-            trainer.save_checkpoint(self.path.with_name(".unused"))  # only rank 0 writes
+            trainer.save_checkpoint(self.path.with_name(".unused"), weights_only=False)
         trainer.strategy.barrier("last-checkpoint")
         self._saved_at = trainer.global_step
 
