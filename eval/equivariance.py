@@ -8,7 +8,10 @@ split point (after the stem and after each stage) and every transformation ``g``
 * **Forward map** ``φ(gx) ≈ M_g φ(x)``, ``M_g`` = the warp by ``g`` at the layer's stride
   (:func:`codec.motion.warp`) followed by a filter bank (:class:`~models.equivariance.FilterBank`,
   1×1 as in the paper and 3×3) fitted in closed form on training images
-  (:class:`~models.equivariance.LinearFit`). On held-out images: NRMSE of (a) no motion,
+  (:class:`~models.equivariance.LinearFit`); for the random affine, which differs from draw to
+  draw, the bank is conditioned on each draw's motion descriptors
+  (:func:`~models.equivariance.motion_descriptors`; ``--fixed-affine``: one bank for every
+  draw). On held-out images: NRMSE of (a) no motion,
   ``φ(x)`` itself, (b) the warp only, (c) warp + map, over the valid positions of
   :func:`eval.motion.valid_positions` (RMSE / the target tensor's range, as ``eval motion``).
 * **Inverse map and the task** ``back(M_g⁻¹ φ(gx))``, ``M_g⁻¹`` = the warp by ``g⁻¹`` and a 1×1
@@ -43,10 +46,12 @@ from featcodec.codec.motion import affine_flow, latent_affine, warp
 from featcodec.eval.equivariance_report import mean_finite, summarize
 from featcodec.eval.motion import RANGES, affine_theta, nrmse, random_params, valid_positions
 from featcodec.models.equivariance import (
+    DESCRIPTORS,
     TRANSFORMATIONS,
     FilterBank,
     LinearFit,
     invert_theta,
+    motion_descriptors,
     transformation_theta,
 )
 
@@ -72,6 +77,9 @@ class EquivarianceConfig:
     layers: tuple[str, ...] | None = None  # None: the STAGES whose stride divides the size
     transformations: tuple[str, ...] = ALL_TRANSFORMATIONS
     kernels: tuple[int, ...] = (1, 3)
+    # the random affine's maps: one bank conditioned on the motion descriptors of each draw
+    # (Lenc & Vedaldi's "continuous case"); False: one fixed bank for every draw
+    condition_affine: bool = True
     image_size: int | None = None  # 48 for the scenes (the demo network's size), 224 a photo
     train_images: int = 256
     test_images: int = 128
@@ -218,6 +226,7 @@ class Pair:
     x: Tensor  # φ(x)
     gx: Tensor  # φ(gx)
     forward: Tensor  # warp of φ(x) by g
+    flow: Tensor  # the latent backward flow of that warp (its motion descriptors condition)
     valid: Tensor  # where φ(gx) is predictable from φ(x)
     inverse: Tensor  # warp of φ(gx) by g⁻¹
     inverse_valid: Tensor
@@ -231,10 +240,12 @@ def make_pair(front: nn.Module, image: Tensor, theta: Tensor, stride: int) -> Pa
     moved, covered = warp(image, affine_flow(theta, (H, W)), check=False)
     fx, fgx = front(image), front(moved)
     h, w = fx.shape[-2:]
-    forward, mask = warp(fx, affine_flow(latent_affine(theta, stride), (h, w)), check=False)
+    flow = affine_flow(latent_affine(theta, stride), (h, w))
+    forward, mask = warp(fx, flow, check=False)
     back_theta = invert_theta(theta.double()).float()
     inverse, inv_mask = warp(fgx, affine_flow(latent_affine(back_theta, stride), (h, w)))
-    return Pair(fx, fgx, forward, valid_positions(mask, covered, stride, 0), inverse, inv_mask)
+    valid = valid_positions(mask, covered, stride, 0)
+    return Pair(fx, fgx, forward, flow, valid, inverse, inv_mask)
 
 
 class _Score:
@@ -318,6 +329,13 @@ def measure_layer(
             theta = thetas(name, size, image.shape[0], seed + i)
             yield make_pair(front, image, theta, stride), batch
 
+    # a random affine differs from draw to draw: its banks see each draw's motion descriptors
+    conditioned = name == "affine" and cfg.condition_affine
+    descriptors = len(DESCRIPTORS) if conditioned else 0
+
+    def motion(pair: Pair) -> Tensor | None:
+        return motion_descriptors(pair.flow) if conditioned else None
+
     channels = None
     banks: dict[int, FilterBank] = {}
     fits: dict[int, LinearFit] = {}
@@ -328,12 +346,12 @@ def measure_layer(
         if channels is None:
             channels = pair.x.shape[1]
             for k in cfg.kernels:
-                banks[k] = FilterBank(channels, kernel_size=k).to(cfg.device)
+                banks[k] = FilterBank(channels, descriptors, k).to(cfg.device)
                 fits[k] = LinearFit(banks[k].design_features, channels, cfg.ridge)
             inverse_bank = FilterBank(channels).to(cfg.device)
             inverse_fit = LinearFit(channels, channels, cfg.ridge)
         for k, bank in banks.items():
-            fits[k].update(bank.design(pair.forward), pair.gx, pair.valid)
+            fits[k].update(bank.design(pair.forward, motion(pair)), pair.gx, pair.valid)
         inverse_fit.update(pair.inverse, pair.x, pair.inverse_valid)  # type: ignore[union-attr]
         if net.task is not None and cfg.task_steps:
             task_data.append((pair.inverse, batch))
@@ -358,7 +376,9 @@ def measure_layer(
             rng = pair.gx.amax((1, 2, 3)) - pair.gx.amin((1, 2, 3))
             guesses = {"none": pair.x, "warp": pair.forward}
             guesses |= {
-                f"map{k}": b(pair.forward) if fitted[f"map{k}"] else pair.forward * math.nan
+                f"map{k}": b(pair.forward, motion(pair))
+                if fitted[f"map{k}"]
+                else pair.forward * math.nan
                 for k, b in banks.items()
             }
             for key, guess in guesses.items():
@@ -375,6 +395,7 @@ def measure_layer(
         "nrmse": {key: mean_finite(v) for key, v in errors.items()},
         "task": {key: score.value() for key, score in scores.items()},
         "positions_fitted": fits[cfg.kernels[0]].count,
+        "conditioned": list(DESCRIPTORS) if conditioned else [],
         "ridge": {**{f"map{k}": f.chosen for k, f in fits.items()}, "inverse": inverse_fit.chosen},
     }
     if train_map:

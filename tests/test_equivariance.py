@@ -4,6 +4,7 @@ transformations, and ``featcodec eval equivariance``."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from featcodec.cli import main
 from featcodec.codec.motion import affine_flow, latent_affine, warp
 from featcodec.eval.equivariance import ALL_TRANSFORMATIONS, EquivarianceConfig, make_pair
 from featcodec.models.equivariance import (
+    DESCRIPTORS,
     TRANSFORMATIONS,
     FilterBank,
     LinearFit,
@@ -255,6 +257,15 @@ def test_eval_equivariance_writes_the_report_and_the_figure(task_checkpoint, tmp
     assert r["nrmse"]["map1"] < r["nrmse"]["none"]  # a trained flip is not the identity
     assert report["metric"] == "accuracy"
     assert set(report["summary"]) >= {"per_layer", "warp_error_grows_with_depth"}
+    # a flip's bank is fixed; the random affine's is conditioned on each draw's motion
+    assert r["conditioned"] == [] and r["positions_fitted"] > 0
+    affine = report["results"]["maxpool"]["affine"]
+    assert affine["conditioned"] == list(DESCRIPTORS)
+    assert math.isfinite(affine["nrmse"]["map3"])
+    fixed = _args(task_checkpoint, out, "--layers", "maxpool", "--transformations", "affine")
+    assert main([*fixed, "--kernels", "1", "--fixed-affine", "--overwrite"]) == 0
+    report = json.loads((out / "equivariance.json").read_text())
+    assert report["results"]["maxpool"]["affine"]["conditioned"] == []
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,12 @@ def add_parser(ev_sub: argparse._SubParsersAction) -> None:
     eq.add_argument(
         "--kernels", nargs="+", type=int, default=[1, 3], help="filter-bank sizes (1: paper)"
     )
+    eq.add_argument(
+        "--fixed-affine",
+        action="store_true",
+        help="one fixed bank for every random affine draw (default: a bank conditioned on "
+        "each draw's motion descriptors)",
+    )
     eq.add_argument("--image-size", type=int, help="default 48 (scenes), 224 (photo)")
     eq.add_argument("--train-images", type=int, default=256, help="images the maps are fit on")
     eq.add_argument("--test-images", type=int, default=128, help="held-out images")
@@ -101,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         layers=tuple(args.layers) if args.layers else None,
         transformations=tuple(args.transformations or TRANSFORMATIONS),
         kernels=tuple(args.kernels),
+        condition_affine=not args.fixed_affine,
         image_size=args.image_size,
         train_images=args.train_images,
         test_images=args.test_images,
