@@ -78,14 +78,14 @@ def test_kill_during_encode_and_decode_leaves_only_whole_files(
     draw = random.Random(1)
     encode = ["encode", str(images), "-c", str(tiny_checkpoint), "-o", str(streams), "--overwrite"]
     codes = []
-    for _ in range(3):  # killed while the streams are being written
+    for _ in range(2):  # killed while the streams are being written
         codes.append(_kill_at(encode, draw.uniform(0.0, 0.6), tmp_path, watch=streams))
         for f in streams.glob("*.fcb") if streams.exists() else []:
             bitstream.read(f)  # every stream there is whole (else BitstreamError)
     assert _kill_at(encode, 300, tmp_path) == 0
     assert len(list(streams.glob("*.fcb"))) == 24 and _leftovers(streams) == []
     decode = ["decode", str(streams), "-c", str(tiny_checkpoint), "-o", str(decoded)]
-    for _ in range(3):
+    for _ in range(2):
         codes.append(
             _kill_at([*decode, "--overwrite"], draw.uniform(0.0, 0.6), tmp_path, watch=decoded)
         )
@@ -93,7 +93,7 @@ def test_kill_during_encode_and_decode_leaves_only_whole_files(
             torch.load(f, weights_only=True)  # whole files only
     assert _kill_at([*decode, "--overwrite"], 300, tmp_path) == 0
     assert len(list(decoded.glob("*.pt"))) == 24 and _leftovers(decoded) == []
-    assert codes.count(-signal.SIGKILL) >= 4, codes  # most runs were killed mid-way
+    assert codes.count(-signal.SIGKILL) >= 3, codes  # most runs were killed mid-way
 
 
 @pytest.mark.slow
