@@ -6,7 +6,9 @@
 # P-frame bytes at the all-intra accuracy (the video experiment's protocol).
 #   scripts/refine-experiment.sh 96 [REFINE]  the 96 px setting, behind the intra codec of
 #                      `scripts/video-experiment.sh 96`; λ = 0.1 (the cheapest point of the
-#                      README's global-motion curve); 960 clips, 6 epochs (360 steps);
+#                      README's global-motion curve); 960 clips, 12 epochs (720 batches; the
+#                      README's runs were trained 6 epochs, measured, then resumed to 12; its
+#                      bank row at λ = 0.3: LAMBDAS=0.3 with the same command);
 #                      REFINE = the bank's kernel (1 or 3, default 1)
 #                      → runs/refine96/eval-refine{0,REFINE}.json
 #   scripts/refine-experiment.sh 48 [DEMO_RUN]  a short run behind the demo's λ=1 intra codec
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 F="${PYTHON:-.venv/bin/python} -m featcodec"
 quiet="--trainer.enable_progress_bar false"
 if [ "${1:-48}" = 96 ]; then
-  R=runs/refine96 BASE=runs/video96/intra/last.ckpt SIZE=96 CLIPS=960 LAMBDAS=0.1 EPOCHS=6
+  R=runs/refine96 BASE=runs/video96/intra/last.ckpt SIZE=96 CLIPS=960 LAMBDAS=${LAMBDAS:-0.1} EPOCHS=12
   VARIANTS="0 ${2:-1}" TEST="--clips 150 --skip-no-motion"
 else
   R=runs/refine BASE="${2:-runs/demo-final}/codec-lambda1.ckpt" SIZE=48 CLIPS=600
