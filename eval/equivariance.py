@@ -350,8 +350,9 @@ def measure_layer(
                 fits[k] = LinearFit(banks[k].design_features, channels, cfg.ridge)
             inverse_bank = FilterBank(channels).to(cfg.device)
             inverse_fit = LinearFit(channels, channels, cfg.ridge)
+        d = motion(pair)  # once per batch, shared by every bank
         for k, bank in banks.items():
-            fits[k].update(bank.design(pair.forward, motion(pair)), pair.gx, pair.valid)
+            fits[k].update(bank.design(pair.forward, d), pair.gx, pair.valid)
         inverse_fit.update(pair.inverse, pair.x, pair.inverse_valid)  # type: ignore[union-attr]
         if net.task is not None and cfg.task_steps:
             task_data.append((pair.inverse, batch))
@@ -375,10 +376,9 @@ def measure_layer(
         with torch.no_grad():
             rng = pair.gx.amax((1, 2, 3)) - pair.gx.amin((1, 2, 3))
             guesses = {"none": pair.x, "warp": pair.forward}
+            d = motion(pair)
             guesses |= {
-                f"map{k}": b(pair.forward, motion(pair))
-                if fitted[f"map{k}"]
-                else pair.forward * math.nan
+                f"map{k}": b(pair.forward, d) if fitted[f"map{k}"] else pair.forward * math.nan
                 for k, b in banks.items()
             }
             for key, guess in guesses.items():
