@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, get_type_hints
 
 from featcodec.codec.errors import CheckpointError
+from featcodec.models.sparse import STAGES
 
 MAX_WIDTH = 4096
 """Largest channel count of a transform (N, M) that an architecture may declare."""
@@ -92,6 +93,7 @@ class ArchConfig:
     enhancement: EnhancementConfig | None = None
     task: str = "classification"
     task_options: dict[str, Any] = field(default_factory=dict)
+    sparse: str = ""  # the last stage of a spatially sparse front (models.sparse); "": dense
 
     @classmethod
     def parse(cls, arch: Any) -> ArchConfig:
@@ -108,6 +110,10 @@ class ArchConfig:
             raise CheckpointError("architecture: task_options must be a mapping of names")
         rest = {k: v for k, v in data.items() if k not in ("codec", "enhancement", "task_options")}
         top = parse_section(_Top, rest, "architecture")
+        if top.sparse and top.sparse not in STAGES:
+            raise CheckpointError(
+                f"architecture: sparse = {top.sparse!r} is not a stage ({', '.join(STAGES)})"
+            )
         return cls(
             backbone=top.backbone,
             num_classes=top.num_classes,
@@ -116,6 +122,7 @@ class ArchConfig:
             enhancement=enhancement,
             task=top.task,
             task_options=dict(options),
+            sparse=top.sparse,
         )
 
 
@@ -125,6 +132,7 @@ class _Top:
     num_classes: int = 5
     split_at: str = "layer2"
     task: str = "classification"
+    sparse: str = ""
 
 
 C = TypeVar("C")

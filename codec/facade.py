@@ -156,7 +156,9 @@ class Codec(nn.Module):
         """A codec with fresh weights (the task network's from ``weights`` if given)."""
         cfg = ArchConfig.parse(arch)
         task = task_of(arch)
-        model = task.build(cfg.backbone, weights, cfg.num_classes, **cfg.task_options)
+        model = task.network(
+            cfg.backbone, weights, cfg.num_classes, cfg.task_options, cfg.sparse or None
+        )
         return cls.from_split(arch, task.split(model, cfg.split_at, cfg.backbone))
 
     def _apply(self, fn: Any, recurse: bool = True) -> Codec:

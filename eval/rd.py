@@ -39,7 +39,7 @@ from featcodec.eval.metrics import PSNR
 from featcodec.eval.results import RDRow
 from featcodec.models.backbones import Normalize
 from featcodec.models.tasks import task_of
-from featcodec.training.task import load_task_network
+from featcodec.training.task import read_task_network
 
 
 class TaskSplit(nn.Module):
@@ -65,11 +65,8 @@ class TaskSplit(nn.Module):
     @classmethod
     def from_task_checkpoint(cls, path: str | os.PathLike[str], split_at: str) -> TaskSplit:
         """The network of a task checkpoint (``featcodec train --config configs/tasknet.yaml``)."""
-        arch = dict(load_checkpoint(path, kind="task")["featcodec"]["arch"])
+        arch, net = read_task_network(path)
         task = task_of(arch)
-        net = load_task_network(
-            path, arch["backbone"], arch["num_classes"], task.name, arch.get("task_options")
-        )
         split = task.split(net, split_at, arch["backbone"])
         arch["split_at"] = split_at
         return cls(arch, Normalize(), split.front, split.back)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -71,13 +72,24 @@ class _Trace:
     qualnames: dict[fx.Node, str]  # node -> qualname
 
 
+def _tracer_kwargs(model: nn.Module) -> dict[str, Any]:
+    """Modules whose class sets ``fx_leaf = True`` (a sparse block, whose shapes depend on its
+    data) are traced as one node each (``"layer2.0"``) and run as modules."""
+    leaves = {type(m) for m in model.modules() if getattr(type(m), "fx_leaf", False)}
+    return {"leaf_modules": sorted(leaves, key=lambda c: c.__qualname__)}
+
+
 def _trace(model: nn.Module) -> _Trace:
     """Trace ``model`` in eval mode, keeping every node (none is returned, so none is dead)."""
-    train_names, names = get_graph_node_names(model, suppress_diff_warning=True)
+    kwargs = _tracer_kwargs(model)
+    train_names, names = get_graph_node_names(
+        model, tracer_kwargs=kwargs, suppress_diff_warning=True
+    )
     extractor = create_feature_extractor(
         model,
         train_return_nodes={train_names[-1]: "output"},  # the train graph is not used
         eval_return_nodes={n: n for n in names},
+        tracer_kwargs=kwargs,
         suppress_diff_warning=True,
     )
     graph = extractor.eval_graph
@@ -168,7 +180,9 @@ def _copy_buffer_persistence(graph_module: nn.Module, model: nn.Module) -> None:
 
 def _make_front(model: nn.Module, node: str) -> fx.GraphModule:
     """torchvision's feature extractor for ``node``, returning the tensor instead of a dict."""
-    front = create_feature_extractor(model, return_nodes={node: "features"})
+    front = create_feature_extractor(
+        model, return_nodes={node: "features"}, tracer_kwargs=_tracer_kwargs(model)
+    )
     for graph in (front.train_graph, front.eval_graph):
         output = next(n for n in graph.nodes if n.op == "output")
         output.args = (output.args[0]["features"],)
@@ -312,7 +326,8 @@ def split_nodes(name_or_model: str | nn.Module, cuts_only: bool = False) -> list
     modes = [(m, m.training) for m in model.modules()]
     try:
         if not cuts_only:
-            return get_graph_node_names(model, suppress_diff_warning=True)[1]
+            kwargs = _tracer_kwargs(model)
+            return get_graph_node_names(model, tracer_kwargs=kwargs, suppress_diff_warning=True)[1]
         return _cuts(_trace(model))
     finally:
         for module, mode in modes:

@@ -8,7 +8,9 @@ its loss and optimizers.
   every epoch so far as a TensorBoard figure, ``rd/val``;
 * :class:`FrozenFeatureCache`: the frozen front's features and the uncompressed output of each
   training item, computed once instead of every epoch (for datasets whose items never
-  change: the synthetic scenes).
+  change: the synthetic scenes);
+* :class:`SparseMaskImages`: the execution masks of a sparse task network's blocks over the
+  first validation images, as TensorBoard images (``masks/<block>``).
 
 A codec module adds the ones its arguments ask for in ``configure_callbacks``.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -149,3 +152,41 @@ class FrozenFeatureCache(Callback):
             return
         for i, k in enumerate(batch["index"].tolist()):
             self.items[k] = (features[i].cpu(), None if teacher is None else teacher[i].cpu())
+
+
+class SparseMaskImages(Callback):
+    """After the first validation batch, logs each sparse block's execution mask over the
+    batch's first ``count`` images: the image where the block computes, darkened where it
+    skips (``masks/<block name>``, one image grid per block, at the global step).
+
+    The module has ``net`` (with :class:`~models.sparse.SparseBlock` modules, whose ``mask``
+    is the last pass's) and its batches an ``"image"`` ``(B, 3, H, W)`` in [0, 1].
+    """
+
+    def __init__(self, count: int = 8, dim: float = 0.25) -> None:
+        self.count, self.dim = count, dim
+
+    @torch.no_grad()
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        from featcodec.models.sparse import sparse_blocks
+
+        experiment = getattr(trainer.logger, "experiment", None)
+        if batch_idx or dataloader_idx or not trainer.is_global_zero:
+            return
+        if not hasattr(experiment, "add_images"):
+            return
+        images = batch["image"][: self.count].float()
+        for name, block in sparse_blocks(pl_module.net):
+            if block.mask is None:
+                continue
+            mask = F.interpolate(block.mask[: self.count].float(), size=images.shape[-2:])
+            shown = images * (self.dim + (1 - self.dim) * mask)
+            experiment.add_images(f"masks/{name}", shown.cpu(), trainer.global_step)

@@ -61,6 +61,8 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         task, task_options: the task network (:mod:`models.tasks`): ``"classification"``,
             ``"segmentation"``, ``"depth"``, ``"keypoints"`` or ``"detection"``, and its
             builder's options. Validation logs the task's metric.
+        sparse: the last stage of the task network's spatially sparse front (a network
+            trained with ``TaskModule(sparse=...)``, :mod:`models.sparse`); ``None``: dense.
     """
 
     def __init__(
@@ -87,12 +89,13 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         real_rate: bool = True,
         task: str = "classification",
         task_options: dict[str, Any] | None = None,
+        sparse: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         arch = {
-            **task_arch(task, backbone, num_classes, task_options),
+            **task_arch(task, backbone, num_classes, task_options, sparse),
             "split_at": split_at,
             "codec": {
                 "name": "hyperprior",
@@ -112,11 +115,11 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
             raise ValueError(f"a {task} network has no distillation loss; use distortion='task'")
         options = task_options or {}
         if task_checkpoint is not None:
-            net = load_task_network(task_checkpoint, backbone, num_classes, task, options)
+            net = load_task_network(task_checkpoint, backbone, num_classes, task, options, sparse)
         else:
             if backbone_weights is None and init_codec is None:
                 rank_zero_warn("training a codec in front of an untrained task network")
-            net = self.task.build(backbone, backbone_weights, num_classes, **options)
+            net = self.task.network(backbone, backbone_weights, num_classes, options, sparse)
         self.codec = Codec.from_split(arch, self.task.split(net, split_at, backbone))
         self.val_metric = self.task.metric(num_classes)
         self.frozen_cache: FrozenFeatureCache | None = None  # set by the callback

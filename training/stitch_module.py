@@ -399,8 +399,12 @@ def load_stitch(path: str | os.PathLike[str], device: str | torch.device = "cpu"
     arch_b = entry["b"]["arch"]
     task = task_of(arch_b)
     try:
-        net_b = task.build(
-            arch_b["backbone"], None, arch_b["num_classes"], **arch_b.get("task_options", {})
+        net_b = task.network(
+            arch_b["backbone"],
+            None,
+            arch_b["num_classes"],
+            arch_b.get("task_options", {}),
+            arch_b.get("sparse"),
         )
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot build B ({e})") from None

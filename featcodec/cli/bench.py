@@ -1,4 +1,4 @@
-"""``featcodec bench entropy | motion``: benchmarks against a peer measured in the same run
+"""``featcodec bench entropy | motion | sparse``: benchmarks against a peer measured in the same run
 (eval/bench.py), printed as a table and written as JSON."""
 
 from __future__ import annotations
@@ -31,6 +31,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--frame-size", type=int, default=224, help="P-frame rows: frame px")
     bm.add_argument("--out", default="runs/bench/motion.json", help="JSON results file")
     bm.set_defaults(func=run)
+    bs = b_sub.add_parser(
+        "sparse", help="dense front vs its sparse blocks run by gather–scatter (DynConv)"
+    )
+    bs.add_argument("--sizes", type=int, nargs="+", default=[224, 512], help="input sides, px")
+    bs.add_argument(
+        "--budgets", type=float, nargs="+", default=[0.25, 0.5, 0.75], help="active fractions θ"
+    )
+    bs.add_argument("--backbone", default="resnet18")
+    bs.add_argument("--split-at", default="layer2", help="the front ends here (a ResNet stage)")
+    bs.add_argument("--repeat", type=int, default=5)
+    threads_arg(bs, default=1)
+    bs.add_argument(
+        "--devices", nargs="+", default=["cpu", "cuda"], help="CUDA is skipped when absent"
+    )
+    bs.add_argument("--out", default="runs/bench/sparse.json", help="JSON results file")
+    bs.set_defaults(func=run_sparse)
+
+
+def run_sparse(args: argparse.Namespace) -> int:
+    from featcodec.codec.files import atomic_write
+    from featcodec.eval.bench_sparse import bench_sparse, format_sparse_bench
+
+    if min(*args.sizes, args.repeat, args.threads) < 1:
+        raise InputError("--sizes, --repeat and --threads must be positive")
+    if not all(0 < b <= 1 for b in args.budgets):
+        raise InputError("--budgets: each θ must lie in (0, 1]")
+    for name in args.devices:
+        if name.split(":")[0] not in ("cpu", "cuda"):
+            raise InputError(f"--devices: {name!r} is neither cpu nor cuda[:N]")
+    set_threads(args.threads)
+    try:
+        report = bench_sparse(
+            args.sizes, args.budgets, args.repeat, args.devices, args.backbone, args.split_at
+        )
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    print(format_sparse_bench(report))
+    atomic_write(args.out, json.dumps(report, indent=2))
+    print(f"\nresults: {args.out}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,13 +1,14 @@
 """``featcodec experiment scalable``: the scalable-coding paper's two claims, trained and
 measured (eval/scalable.py); ``featcodec experiment stitching``: Lenc & Vedaldi's stitching
-between two networks (featcodec/cli/stitching.py)."""
+between two networks (featcodec/cli/stitching.py); ``featcodec experiment sparse``: dense and
+sparse (DynConv) fronts compared (featcodec/cli/sparse.py)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from featcodec.cli import stitching
+from featcodec.cli import sparse, stitching
 from featcodec.cli.common import floats, set_threads, threads_arg
 from featcodec.codec.errors import InputError
 
@@ -32,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--enh-epochs", type=int, help="epochs of each enhancement layer")
     sc.set_defaults(func=run)
     stitching.add_parser(ex_sub)
+    sparse.add_parser(ex_sub)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from featcodec.models.sparse import sparsify
 from featcodec.models.split import Split, split_model
 
 
@@ -53,6 +54,19 @@ class Task:
         ``None``: random), in train mode, mapping normalized images ``(B, 3, H, W)`` to the
         task output; ``options`` are the task's own (``arch["task_options"]``)."""
         raise NotImplementedError
+
+    def network(
+        self,
+        backbone: str,
+        weights: str | None,
+        num_classes: int,
+        options: Mapping[str, Any] | None = None,
+        sparse: str | None = None,
+    ) -> nn.Module:
+        """:meth:`build`, with the residual blocks of stages ``layer1`` … ``sparse`` made
+        spatially sparse (:func:`models.sparse.sparsify`) when ``sparse`` names a stage."""
+        net = self.build(backbone, weights, num_classes, **dict(options or {}))
+        return sparsify(net, sparse) if sparse else net
 
     def split(self, model: nn.Module, split_at: str, name: str = "") -> Split:
         """``model`` cut into ``front`` and ``back`` at node ``split_at`` (``back(front(x))``

@@ -1,0 +1,46 @@
+#!/bin/bash
+# Issue 15, item 5: spatially sparse edge fronts (DynConv) on the synthetic scenes (48 px), CPU.
+#   scripts/sparse-experiment.sh fronts   the dense task network (configs/tasknet.yaml), then
+#                                         sparse fronts (layer1 + layer2) fine-tuned from it at
+#                                         θ = 0.25, 0.5, 0.75, 1 (EPOCHS epochs, default 4);
+#                                         `featcodec experiment sparse` on 500 test scenes:
+#                                         accuracy, front FLOPs, masks over objects/background,
+#                                         and the mask figure → runs/sparse/
+# A finished training run is not run again (delete runs/sparse/NAME.ckpt to redo it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+F="${PYTHON:-.venv/bin/python} -m featcodec"
+quiet="--trainer.enable_progress_bar false"
+R=runs/sparse
+EPOCHS=${EPOCHS:-4}
+BUDGETS=${BUDGETS:-0.25 0.5 0.75 1}
+
+train_once() {  # train_once NAME ARGS...: featcodec train into $R/NAME/, kept as $R/NAME.ckpt
+  local name=$1
+  shift
+  [ -f $R/"$name".ckpt ] && return
+  $F train "$@" --trainer.logger.init_args.save_dir $R --trainer.logger.init_args.name "$name" \
+    --trainer.callbacks.init_args.dirpath $R/"$name" $quiet
+  cp $R/"$name"/last.ckpt $R/"$name".ckpt
+}
+
+case "${1:-fronts}" in
+fronts)
+  train_once tasknet --config configs/tasknet.yaml
+  ckpts=($R/tasknet.ckpt)
+  labels=(dense)
+  for b in $BUDGETS; do
+    train_once tasknet-theta$b --config configs/tasknet-sparse.yaml \
+      --model.init_weights $R/tasknet.ckpt --model.sparsity.budget $b \
+      --trainer.max_epochs $EPOCHS
+    ckpts+=($R/tasknet-theta$b.ckpt)
+    labels+=("θ=$b")
+  done
+  $F experiment sparse "${ckpts[@]}" --labels "${labels[@]}" --scenes 500 \
+    --figure $R/masks.png -o $R/fronts.json
+  ;;
+*)
+  echo "usage: $0 fronts" >&2
+  exit 2
+  ;;
+esac
