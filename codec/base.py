@@ -11,7 +11,9 @@ hyperprior of Ballé et al. (ICLR 2018), with straight-through rounding for the 
     F̂ (B,C,h,w) ◀─crop── g_s ◀── Ŷ ──▶ g_r ─▶ X̂ (B,3,H,W)   (optional preview, β reward)
 
 The hyperprior is featcodec's one :class:`~codec.hyperprior.ConditionalHyperprior`, here
-without a context. The transforms are ELIC's (He et al., CVPR 2022), from compressai's
+without a context. With a ``gate`` (:mod:`codec.gate`) only the latent positions the gate
+opens are coded: the sparse front's mask sent as side information, or a gate derived from the
+decoded hyper-latent. The transforms are ELIC's (He et al., CVPR 2022), from compressai's
 layers: residual bottleneck blocks and the simplified attention block of Cheng et al. (CVPR
 2020). Any ``h×w`` is accepted: the tensor is zero-padded to a multiple of
 ``2^(k + k_hyper)`` and the output cropped back.
@@ -28,7 +30,17 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from featcodec.codec.coding_mode import EXACT, CodingMode
-from featcodec.codec.entropy import FactorizedCoder, GaussianCoder
+from featcodec.codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
+from featcodec.codec.exact import to_fixed
+from featcodec.codec.gate import (
+    GATES,
+    apply_gate,
+    latent_gate,
+    read_gate,
+    read_gated,
+    write_gate,
+    write_gated,
+)
 from featcodec.codec.hyperprior import ConditionalHyperprior, hyper_transforms
 from featcodec.codec.preview import PreviewSynthesis
 from featcodec.codec.registry import register_codec
@@ -83,6 +95,8 @@ class HyperpriorCodec(ConditionalHyperprior):
         preview: add the reconstruction-reward synthesis ``g_r`` (:mod:`codec.preview`).
         input_stride: stride of the feature tensor in input pixels (the split's; set by the
             facade, not stored in the architecture), for ``g_r``.
+        gate: ``""`` (every latent position coded), ``"mask"`` (the front's mask, sent) or
+            ``"derived"`` (from the hyper-latent); see :mod:`codec.gate`.
 
     The defaults are those of :class:`~codec.config.HyperpriorConfig`.
     """
@@ -98,10 +112,13 @@ class HyperpriorCodec(ConditionalHyperprior):
         attention: bool = True,
         preview: bool = False,
         input_stride: int = 1,
+        gate: str = "",
     ) -> None:
         super().__init__()
         if in_channels < 1 or N < 1 or M < 1 or downsample < 0 or hyper_downsample < 0:
             raise ValueError("HyperpriorCodec: channels must be ≥ 1 and stage counts ≥ 0")
+        if gate and gate not in GATES:
+            raise ValueError(f"unknown gate {gate!r}; known: {', '.join(GATES)}")
         self.in_channels = in_channels
         self.downsample = downsample
         self.hyper_downsample = hyper_downsample
@@ -129,26 +146,80 @@ class HyperpriorCodec(ConditionalHyperprior):
         self.input_stride = input_stride
         self.g_r = PreviewSynthesis(M, input_stride * 2**downsample) if preview else None
         self.detach_preview = False  # True: g_r learns from Ŷ without shaping it (β = 0)
+        self.gate = gate
+        # "derived": the gate's logit from (σ, μ), built last so other weights seed as before
+        self.gate_net = nn.Sequential(nn.Conv2d(2 * M, 1, 1)) if gate == "derived" else None
 
     def preview(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor | None:
         """``g_r(Ŷ)`` cropped to the input ``size`` ``(H, W)``, if the codec has ``g_r``."""
         return None if self.g_r is None else self.g_r(y_hat, size)
 
-    def forward(self, f: Tensor) -> BaseOutput:
-        """Training/validation pass on features ``f`` ``(B, C, h, w)``."""
+    def forward(self, f: Tensor, mask: Tensor | None = None) -> BaseOutput:
+        """Training/validation pass on features ``f`` ``(B, C, h, w)`` (``mask``: the front's
+        ``(B, 1, h, w)``, for the ``"mask"`` gate; ``None``: every position)."""
         h, w = f.shape[-2:]
         latent = self.latent_forward(self.g_a(self.pad(f)))
-        y_hat = latent.y_hat
+        y_hat, likelihoods = latent.y_hat, latent.likelihoods
+        if self.gate:
+            if self.gate == "mask":
+                gate = self._mask_gate(mask, f)
+            else:
+                logit = self._gate_net(torch.cat([latent.scales, latent.means], 1))
+                soft = torch.sigmoid(logit)
+                gate = (logit >= 0).to(soft.dtype) + (soft - soft.detach())  # straight-through
+            y_hat, gated = apply_gate(y_hat, latent.means, likelihoods["y"], gate)
+            likelihoods = {**likelihoods, "y": gated}
         f_hat = self.g_s(y_hat)[..., :h, :w]
         size = (h * self.input_stride, w * self.input_stride)
         preview = self.preview(y_hat.detach() if self.detach_preview else y_hat, size)
-        return BaseOutput(f_hat, latent.likelihoods, y_hat, preview)
+        return BaseOutput(f_hat, likelihoods, y_hat, preview)
+
+    @property
+    def _gate_net(self) -> nn.Module:
+        assert self.gate_net is not None
+        return self.gate_net
+
+    def _mask_gate(self, mask: Tensor | None, f: Tensor) -> Tensor:
+        """The latent gate of a front mask on ``f``'s grid (all open without one)."""
+        if mask is None:
+            mask = f.new_ones(f.shape[0], 1, *f.shape[-2:])
+        elif mask.shape[-2:] != f.shape[-2:] or mask.shape[0] != f.shape[0]:
+            raise ValueError(f"mask {tuple(mask.shape)} does not cover features {tuple(f.shape)}")
+        return latent_gate(mask, self.multiple, self.downsample)
+
+    def _derived_gate(self, z_hat: Tensor, mode: CodingMode) -> Tensor:
+        """The ``"derived"`` gate ``(B, 1, h, w)`` from ``Ẑ``, in fixed point for exact modes
+        (the same integers, so the same gate, on every device)."""
+        if not mode.exact:
+            scales, means = self.entropy_parameters(z_hat, None)
+            return (self._gate_net(torch.cat([scales, means], 1)) >= 0).float()
+        logit = self.exact("gate_net")(self.exact("h_s")(to_fixed(z_hat)))
+        return (logit >= 0).float().to(z_hat.device)
 
     @torch.no_grad()
-    def compress(self, f: Tensor, mode: CodingMode = EXACT) -> BaseCode:
-        """Entropy-code features ``f`` ``(B, C, h, w)``."""
-        y_strings, z_strings, y_hat = self.latent_compress(self.g_a(self.pad(f)), mode=mode)
-        return BaseCode(y_strings, z_strings, y_hat)
+    def compress(self, f: Tensor, mode: CodingMode = EXACT, mask: Tensor | None = None) -> BaseCode:
+        """Entropy-code features ``f`` ``(B, C, h, w)`` (``mask``: see :meth:`forward`)."""
+        y = self.g_a(self.pad(f))
+        if not self.gate:
+            y_strings, z_strings, y_hat = self.latent_compress(y, mode=mode)
+            return BaseCode(y_strings, z_strings, y_hat)
+        z_strings, z_cat = self.hyper_compress(y, mode)
+        indexes, means = self.coding_parameters(z_cat, None, mode)
+        if self.gate == "mask":
+            gate = self._mask_gate(mask, f)
+        else:
+            gate = self._derived_gate(z_cat, mode)
+        y_strings, y_hat = [], []
+        for i in range(y.shape[0]):
+            writer = RansWriter(checked=mode.checked)
+            if self.gate == "mask":
+                write_gate(writer, gate[i : i + 1])
+            one = slice(i, i + 1)
+            y_hat.append(
+                write_gated(writer, self.entropy_y, y[one], indexes[one], means[one], gate[one])
+            )
+            y_strings.append(writer.flush())
+        return BaseCode(y_strings, z_strings, torch.cat(y_hat))
 
     @torch.no_grad()
     def decompress(
@@ -159,6 +230,30 @@ class HyperpriorCodec(ConditionalHyperprior):
         mode: CodingMode = EXACT,
     ) -> tuple[Tensor, Tensor]:
         """Decode ``(F̂, Ŷ)`` for features of spatial ``size`` ``(h, w)``."""
-        y_hat = self.latent_decompress(y_strings, z_strings, self.hyper_size(*size), mode=mode)
+        z_size = self.hyper_size(*size)
+        if not self.gate:
+            y_hat = self.latent_decompress(y_strings, z_strings, z_size, mode=mode)
+        else:
+            y_hat = self._gated_decompress(y_strings, z_strings, z_size, mode)
         f_hat = self.g_s(y_hat)[..., : size[0], : size[1]]
         return f_hat, y_hat
+
+    def _gated_decompress(
+        self,
+        y_strings: list[bytes],
+        z_strings: list[bytes],
+        z_size: tuple[int, int],
+        mode: CodingMode,
+    ) -> Tensor:
+        z_cat = self.hyper_decompress(z_strings, z_size, mode)
+        indexes, means = self.coding_parameters(z_cat, None, mode)
+        grid = tuple(means.shape[-2:])
+        derived = self._derived_gate(z_cat, mode) if self.gate == "derived" else None
+        y_hat = []
+        for i, string in enumerate(y_strings):
+            reader = RansReader(string, checked=mode.checked)
+            gate = read_gate(reader, grid) if derived is None else derived[i : i + 1]
+            one = slice(i, i + 1)
+            y_hat.append(read_gated(reader, self.entropy_y, indexes[one], means[one], gate))
+            reader.finish("the latent")
+        return torch.cat(y_hat)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar, get_type_hints
 
 from featcodec.codec.errors import CheckpointError
+from featcodec.codec.gate import GATES
 from featcodec.models.sparse import STAGES
 
 MAX_WIDTH = 4096
@@ -42,6 +43,7 @@ class HyperpriorConfig:
     blocks: int = 1
     attention: bool = True
     preview: bool = False
+    gate: str = ""  # "mask" or "derived": only gated latent positions coded (codec.gate)
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,13 @@ class ArchConfig:
         if top.sparse and top.sparse not in STAGES:
             raise CheckpointError(
                 f"architecture: sparse = {top.sparse!r} is not a stage ({', '.join(STAGES)})"
+            )
+        if codec.gate and codec.gate not in GATES:
+            raise CheckpointError(f"codec: unknown gate {codec.gate!r}; known: {', '.join(GATES)}")
+        if codec.gate == "mask" and top.split_at.split(".")[0] != top.sparse:
+            raise CheckpointError(
+                "codec: the 'mask' gate needs a front that ends in its last sparse stage "
+                f"(split at {top.split_at!r}, sparse up to {top.sparse or 'none'})"
             )
         return cls(
             backbone=top.backbone,

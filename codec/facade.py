@@ -44,6 +44,7 @@ from featcodec.codec.fingerprint import Stamp, canonical_state, version_stamp, w
 from featcodec.codec.registry import build_codec
 from featcodec.codec.sequence import check_layout
 from featcodec.models.backbones import Normalize
+from featcodec.models.sparse import sparse_blocks
 from featcodec.models.split import Split
 from featcodec.models.tasks import task_of
 
@@ -178,16 +179,24 @@ class Codec(nn.Module):
         with torch.no_grad():
             return self.front(self.normalize(x))
 
+    def front_mask(self) -> Tensor | None:
+        """The execution mask ``(B, 1, h, w)`` of the front's last sparse block in the last
+        :meth:`features` call (what the ``"mask"`` gate codes by); ``None`` for a dense front."""
+        blocks = sparse_blocks(self.front)
+        return blocks[-1][1].mask if blocks else None
+
     def forward(self, x: Tensor) -> CodecOutput:
         """Training pass on images ``x`` ``(B, 3, H, W)``."""
-        return self.forward_features(self.features(x))
+        f = self.features(x)
+        return self.forward_features(f, mask=self.front_mask())
 
     def forward_features(
-        self, f: Tensor, head: Callable[[Tensor], Any] | None = None
+        self, f: Tensor, head: Callable[[Tensor], Any] | None = None, mask: Tensor | None = None
     ) -> CodecOutput:
         """Training pass on features ``f`` ``(B, C, h, w)`` already taken at the split.
-        ``head`` replaces ``back`` for the output (a detector's loss pass, say)."""
-        out = self.base(f)
+        ``head`` replaces ``back`` for the output (a detector's loss pass, say); ``mask``: the
+        front's (:meth:`front_mask`), for a ``"mask"``-gated base."""
+        out = self.base(f, mask)
         output = (head or self.back)(out.features_hat)
         return CodecOutput(output, f, out.features_hat, out.likelihoods, out.preview)
 
@@ -279,29 +288,35 @@ class Codec(nn.Module):
             raise InputError(f"layers must be 'all' or 'base', not {layers!r}")
         x = self.check_input(x, 3, "image", unit_range=True).to(self._device)
         f = self.features(x)
-        if self.enhancement is None or layers == "base":
-            return self.encode_features(f, input_size=tuple(x.shape[-2:]))
-        return self.encode_batch(f, tuple(x.shape[-2:]), images=x)[0]
+        mask = self.front_mask()
+        images = None if self.enhancement is None or layers == "base" else x
+        return self.encode_batch(f, tuple(x.shape[-2:]), images=images, mask=mask)[0]
 
     def encode_features(self, f: Tensor, input_size: tuple[int, int] | None = None) -> bytes:
         """Code a feature tensor ``(C, h, w)`` or ``(1, C, h, w)`` taken at the split.
 
         ``input_size`` is the size of the image it came from (for bits per pixel); by default
-        ``(h·stride, w·stride)``.
+        ``(h·stride, w·stride)``. A ``"mask"``-gated base codes every position (the front's
+        mask is not known here).
         """
         f = self.check_input(f, self.channels, "features").to(self._device)
         return self.encode_batch(f, input_size)[0]
 
     @torch.no_grad()
     def encode_batch(
-        self, f: Tensor, input_size: tuple[int, int] | None = None, images: Tensor | None = None
+        self,
+        f: Tensor,
+        input_size: tuple[int, int] | None = None,
+        images: Tensor | None = None,
+        mask: Tensor | None = None,
     ) -> list[bytes]:
         """One stream per element of a batch of features ``(B, C, h, w)`` (not validated:
         for features this codec's front produced, e.g. during validation). With ``images``
-        ``(B, 3, H, W)`` and an enhancement layer, the streams carry both layers."""
+        ``(B, 3, H, W)`` and an enhancement layer, the streams carry both layers; ``mask``:
+        the front's (:meth:`front_mask`), for a ``"mask"``-gated base."""
         h, w = f.shape[-2:]
         H, W = input_size or (h * self.stride, w * self.stride)
-        code = self.base.compress(f, self.coding)
+        code = self.base.compress(f, self.coding, mask)
         shapes = {ShapeTag.INPUT: (3, H, W), ShapeTag.FEATURES: tuple(f.shape[1:])}
         sections = [
             [Section(SectionKind.HYPER, z), Section(SectionKind.BASE, y)]

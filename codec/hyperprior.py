@@ -190,19 +190,37 @@ class ConditionalHyperprior(StridedStages, nn.Module):
         return y_hat
 
     @torch.no_grad()
-    def latent_compress(
-        self, y: Tensor, context: Tensor | None = None, mode: CodingMode = EXACT
-    ) -> tuple[list[bytes], list[bytes], Tensor]:
-        """``(y_strings, z_strings, Ŷ)``: one rANS string of ``Ẑ`` and one of ``Ŷ`` per batch
-        element, and the ``Ŷ`` the decoder will reproduce. ``mode.checked``: each string ends
-        in a check of what it decodes to (:class:`~codec.entropy.RansWriter`)."""
+    def hyper_compress(self, y: Tensor, mode: CodingMode = EXACT) -> tuple[list[bytes], Tensor]:
+        """One rANS string of ``Ẑ = Q(h_a(Y))`` per batch element, and ``Ẑ``."""
         z = self.h_a(y)
         z_strings, z_hat = [], []
         for i in range(y.shape[0]):
             writer = RansWriter(checked=mode.checked)
             z_hat.append(self.entropy_z.write(writer, z[i : i + 1]))
             z_strings.append(writer.flush())
-        indexes, means = self.coding_parameters(torch.cat(z_hat), context, mode)
+        return z_strings, torch.cat(z_hat)
+
+    @torch.no_grad()
+    def hyper_decompress(
+        self, z_strings: list[bytes], z_size: tuple[int, int], mode: CodingMode = EXACT
+    ) -> Tensor:
+        """``Ẑ`` from the strings of :meth:`hyper_compress`; ``z_size`` is ``Z``'s grid."""
+        z_hat = []
+        for string in z_strings:
+            reader = RansReader(string, checked=mode.checked)
+            z_hat.append(self.entropy_z.read(reader, z_size))
+            reader.finish("the hyper-latent")
+        return torch.cat(z_hat)
+
+    @torch.no_grad()
+    def latent_compress(
+        self, y: Tensor, context: Tensor | None = None, mode: CodingMode = EXACT
+    ) -> tuple[list[bytes], list[bytes], Tensor]:
+        """``(y_strings, z_strings, Ŷ)``: one rANS string of ``Ẑ`` and one of ``Ŷ`` per batch
+        element, and the ``Ŷ`` the decoder will reproduce. ``mode.checked``: each string ends
+        in a check of what it decodes to (:class:`~codec.entropy.RansWriter`)."""
+        z_strings, z_hat = self.hyper_compress(y, mode)
+        indexes, means = self.coding_parameters(z_hat, context, mode)
         y_strings, y_hat = [], []
         for i in range(y.shape[0]):
             writer = RansWriter(checked=mode.checked)
@@ -222,12 +240,8 @@ class ConditionalHyperprior(StridedStages, nn.Module):
         mode: CodingMode = EXACT,
     ) -> Tensor:
         """``Ŷ`` from the strings of :meth:`latent_compress`; ``z_size`` is ``Z``'s grid."""
-        z_hat = []
-        for string in z_strings:
-            reader = RansReader(string, checked=mode.checked)
-            z_hat.append(self.entropy_z.read(reader, z_size))
-            reader.finish("the hyper-latent")
-        indexes, means = self.coding_parameters(torch.cat(z_hat), context, mode)
+        z_hat = self.hyper_decompress(z_strings, z_size, mode)
+        indexes, means = self.coding_parameters(z_hat, context, mode)
         y_hat = []
         for i, string in enumerate(y_strings):
             reader = RansReader(string, checked=mode.checked)

@@ -203,7 +203,8 @@ def evaluate_codec(
     for batch in data.batches(batch_size):
         x = batch["image"].to(device)
         f = codec.features(x)
-        estimated += float(sum(bits(v) for v in codec.base(f).likelihoods.values()))
+        likelihoods = codec.base(f, codec.front_mask()).likelihoods
+        estimated += float(sum(bits(v) for v in likelihoods.values()))
         reference.update(codec.back(f), batch)
         sizes, features, outputs, previews = [], [], [], []
         for image in x:

@@ -151,3 +151,31 @@ def test_experiment_sparse_reports_fronts_and_draws_masks(
         "featcodec: error: --figure: none of the checkpoints has a sparse front",
         "featcodec: error: --labels: give one name per checkpoint",
     ]
+
+
+@pytest.mark.parametrize("gate", ["mask", "derived"])
+def test_gated_codec_trains_on_the_sparse_front(sparse_run, data, gate) -> None:
+    _, path, _ = sparse_run
+    torch.manual_seed(0)
+    module = BaseCodecModule(
+        task_checkpoint=path,
+        sparse="layer2",
+        gate=gate,
+        N=16,
+        M=16,
+        attention=False,
+        lmbda=4.0,
+        cache_frozen=True,
+    )
+    assert module.codec.arch["codec"]["gate"] == gate
+    trainer = quiet_trainer(4, limit_val_batches=1)
+    trainer.fit(module, data)
+    trainer.validate(module, data, verbose=False)
+    # the real rate of validation is that of the streams `encode` writes (with the front's mask)
+    data.setup("validate")
+    images = [data.val_set[i]["image"] for i in range(16)]
+    module.codec.eval()
+    streams = [module.codec.encode(x) for x in images]
+    expected = 8 * sum(map(len, streams)) / (16 * 32 * 32)
+    assert float(trainer.callback_metrics["val/bpp"]) == pytest.approx(expected, rel=1e-6)
+    assert module.codec.decode(streams[0]).output.shape == (1, 5)

@@ -167,10 +167,11 @@ def test_cached_frozen_outputs_equal_recomputed_ones(task_checkpoint, fixed_batc
         cached = module.frozen_outputs(fixed_batch, cache=True)
     finally:
         fixed_batch["image"].copy_(image)
-    for a, b in zip(first, cached, strict=True):
+    assert first[2] is None and cached[2] is None  # a dense front has no mask
+    for a, b in zip(first[:2], cached[:2], strict=True):
         torch.testing.assert_close(a, b)
     uncached = module.frozen_outputs(fixed_batch, cache=False)
-    for a, b in zip(first, uncached, strict=True):
+    for a, b in zip(first[:2], uncached[:2], strict=True):
         torch.testing.assert_close(a, b)
 
 

@@ -66,10 +66,11 @@ class RealRateValidation(Callback):
         size = tuple(x.shape[-2:])
         codec = pl_module.codec  # type: ignore[attr-defined]
         if self.layer == "enhancement":
-            streams = codec.encode_batch(outputs["features"], size, x)
+            streams = codec.encode_batch(outputs["features"], size, x, outputs.get("mask"))
             coded = sum(unpack(s).layer_bytes()["enhancement"] for s in streams)
         else:
-            coded = sum(len(s) for s in codec.encode_batch(outputs["features"], size))
+            streams = codec.encode_batch(outputs["features"], size, mask=outputs.get("mask"))
+            coded = sum(len(s) for s in streams)
         self.bytes.update(torch.tensor(float(coded), dtype=torch.float64))
         self.pixels.update(torch.tensor(float(x.shape[0] * size[0] * size[1])))
 
@@ -122,12 +123,13 @@ def trajectory(points: list[tuple[int, float, float]], metric: str = "accuracy")
 
 
 class FrozenFeatureCache(Callback):
-    """Keeps the frozen front's features ``F`` and the uncompressed task output (the teacher)
-    of each training item, by the batch's ``index``, on the CPU: the module asks
-    :meth:`lookup` before computing them. Only for datasets whose items never change."""
+    """Keeps the frozen front's features ``F``, the uncompressed task output (the teacher) and
+    a sparse front's mask of each training item, by the batch's ``index``, on the CPU: the
+    module asks :meth:`lookup` before computing them. Only for datasets whose items never
+    change."""
 
     def __init__(self) -> None:
-        self.items: dict[int, tuple[Tensor, Tensor | None]] = {}
+        self.items: dict[int, tuple[Tensor, Tensor | None, Tensor | None]] = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         pl_module.frozen_cache = self  # type: ignore[attr-defined]
@@ -135,23 +137,40 @@ class FrozenFeatureCache(Callback):
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         pl_module.frozen_cache = None  # type: ignore[attr-defined]
 
-    def lookup(self, batch: dict[str, Any], device: torch.device) -> tuple[Tensor, Any] | None:
-        """``(F, teacher)`` of the batch if every item is cached, else ``None``."""
+    def lookup(
+        self, batch: dict[str, Any], device: torch.device
+    ) -> tuple[Tensor, Any, Tensor | None] | None:
+        """``(F, teacher, mask)`` of the batch if every item is cached, else ``None``."""
         if "index" not in batch:
             return None
         keys = batch["index"].tolist()
         if not all(k in self.items for k in keys):
             return None
-        f = torch.stack([self.items[k][0] for k in keys]).to(device)
-        if self.items[keys[0]][1] is None:
-            return f, None
-        return f, torch.stack([self.items[k][1] for k in keys]).to(device)
 
-    def store(self, batch: dict[str, Any], features: Tensor, teacher: Tensor | None) -> None:
+        def stacked(j: int) -> Tensor | None:
+            if self.items[keys[0]][j] is None:
+                return None
+            return torch.stack([self.items[k][j] for k in keys]).to(device)  # type: ignore[misc]
+
+        f = stacked(0)
+        assert f is not None
+        return f, stacked(1), stacked(2)
+
+    def store(
+        self,
+        batch: dict[str, Any],
+        features: Tensor,
+        teacher: Tensor | None,
+        mask: Tensor | None = None,
+    ) -> None:
         if "index" not in batch:
             return
         for i, k in enumerate(batch["index"].tolist()):
-            self.items[k] = (features[i].cpu(), None if teacher is None else teacher[i].cpu())
+            self.items[k] = (
+                features[i].cpu(),
+                None if teacher is None else teacher[i].cpu(),
+                None if mask is None else mask[i].cpu(),
+            )
 
 
 class SparseMaskImages(Callback):

@@ -63,6 +63,9 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
             builder's options. Validation logs the task's metric.
         sparse: the last stage of the task network's spatially sparse front (a network
             trained with ``TaskModule(sparse=...)``, :mod:`models.sparse`); ``None``: dense.
+        gate: code only some latent positions (:mod:`codec.gate`): ``"mask"`` (the sparse
+            front's mask, sent as side information) or ``"derived"`` (from the hyper-latent);
+            ``None``: every position.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         task: str = "classification",
         task_options: dict[str, Any] | None = None,
         sparse: str | None = None,
+        gate: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -106,6 +110,7 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
                 "blocks": blocks,
                 "attention": attention,
                 "preview": preview,
+                **({"gate": gate} if gate else {}),
             },
         }
         if beta < 0 or (beta > 0 and not preview):
@@ -143,22 +148,26 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
             callbacks.append(FrozenFeatureCache())
         return callbacks
 
-    def frozen_outputs(self, batch: dict[str, Any], cache: bool = False) -> tuple[Tensor, Any]:
-        """Features of the frozen front and the uncompressed task output, ``(F, teacher)``
-        (no teacher for a task without distillation: a detector trains on its own losses);
-        with ``cache``, from and into the :class:`~training.callbacks.FrozenFeatureCache`."""
+    def frozen_outputs(
+        self, batch: dict[str, Any], cache: bool = False
+    ) -> tuple[Tensor, Any, Tensor | None]:
+        """Features of the frozen front, the uncompressed task output and the front's mask,
+        ``(F, teacher, mask)`` (no teacher for a task without distillation: a detector trains
+        on its own losses; no mask for a dense front); with ``cache``, from and into the
+        :class:`~training.callbacks.FrozenFeatureCache`."""
         store = self.frozen_cache if cache else None
         found = store.lookup(batch, self.device) if store is not None else None
         if found is not None:
             return found
         f = self.codec.features(batch["image"])
+        mask = self.codec.front_mask()
         teacher = None
         if self.task.distillable:
             with torch.no_grad():
                 teacher = self.codec.back(f)
         if store is not None:
-            store.store(batch, f, teacher)
-        return f, teacher
+            store.store(batch, f, teacher, mask)
+        return f, teacher, mask
 
     def compute_loss(
         self, batch: dict[str, Any], cache: bool = False
@@ -166,9 +175,11 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         """The loss ``λ·d + R (+ β·d_r)`` of a batch, with the pass it came from and the
         teacher: ``(rd, (out, teacher))``."""
         x = batch["image"]
-        f, teacher = self.frozen_outputs(batch, cache)
+        f, teacher, mask = self.frozen_outputs(batch, cache)
         back = self.codec.back
-        out = self.codec.forward_features(f, lambda f_hat: self.task.loss_pass(back, f_hat, batch))
+        out = self.codec.forward_features(
+            f, lambda f_hat: self.task.loss_pass(back, f_hat, batch), mask
+        )
         rd = rate_distortion(
             out,
             teacher,
@@ -219,7 +230,8 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         """Logs the loss terms and the task metric; returns the features, which
         :class:`~training.callbacks.RealRateValidation` codes into real streams."""
-        return {"features": self._evaluate(batch, "val").features}
+        features = self._evaluate(batch, "val").features
+        return {"features": features, "mask": self.codec.front_mask()}  # this batch's front
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")
