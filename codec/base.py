@@ -148,7 +148,11 @@ class HyperpriorCodec(ConditionalHyperprior):
         self.detach_preview = False  # True: g_r learns from Ŷ without shaping it (β = 0)
         self.gate = gate
         # "derived": the gate's logit from (σ, μ), built last so other weights seed as before
-        self.gate_net = nn.Sequential(nn.Conv2d(2 * M, 1, 1)) if gate == "derived" else None
+        self.gate_net = None
+        if gate == "derived":  # every position open at the start (logit 2), as a mask unit
+            self.gate_net = nn.Sequential(nn.Conv2d(2 * M, 1, 1))
+            nn.init.zeros_(self.gate_net[0].weight)
+            nn.init.constant_(self.gate_net[0].bias, 2.0)
 
     def preview(self, y_hat: Tensor, size: tuple[int, int]) -> Tensor | None:
         """``g_r(Ŷ)`` cropped to the input ``size`` ``(H, W)``, if the codec has ``g_r``."""
@@ -164,7 +168,9 @@ class HyperpriorCodec(ConditionalHyperprior):
             if self.gate == "mask":
                 gate = self._mask_gate(mask, f)
             else:
-                logit = self._gate_net(torch.cat([latent.scales, latent.means], 1))
+                # the gate learns from the entropy parameters without reshaping them
+                params = torch.cat([latent.scales, latent.means], 1).detach()
+                logit = self._gate_net(params)
                 soft = torch.sigmoid(logit)
                 gate = (logit >= 0).to(soft.dtype) + (soft - soft.detach())  # straight-through
             y_hat, gated = apply_gate(y_hat, latent.means, likelihoods["y"], gate)

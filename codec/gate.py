@@ -84,10 +84,12 @@ def latent_gate(mask: Tensor, multiple: int, downsample: int) -> Tensor:
 def apply_gate(
     y_hat: Tensor, means: Tensor, likelihoods: Tensor, gate: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Training pass: ``(g·Ŷ + (1 − g)·μ, likelihoods with 1 where g = 0)`` for a gate
-    ``(B, 1, h, w)`` in {0, 1} (straight-through values allowed)."""
+    """Training pass: ``(g·Ŷ + (1 − g)·μ, likelihoods^g)`` for a gate ``(B, 1, h, w)`` in
+    {0, 1} (straight-through values allowed): a closed position has likelihood 1 (no bits),
+    and the rate −log₂(p^g) = g·(−log₂ p) has the bounded gradient −log₂ p in g (the mixture
+    g·p + 1 − g would give (1 − p)/p, which explodes on rare symbols)."""
     y = gate * y_hat + (1 - gate) * means
-    return y, gate * likelihoods + (1 - gate)
+    return y, likelihoods.clamp_min(1e-9).pow(gate)
 
 
 def write_gate(writer: RansWriter, gate: Tensor) -> None:

@@ -5,10 +5,9 @@
 # trained with the same data, steps, λ values and seed; `eval video` reads each variant's
 # P-frame bytes at the all-intra accuracy (the video experiment's protocol).
 #   scripts/refine-experiment.sh 96 [REFINE]  the 96 px setting, behind the intra codec of
-#                      `scripts/video-experiment.sh 96`; λ = 0.1 (the cheapest point of the
-#                      README's global-motion curve); 960 clips, 12 epochs (720 batches; the
-#                      README's runs were trained 6 epochs, measured, then resumed to 12; its
-#                      bank row at λ = 0.3: LAMBDAS=0.3 with the same command);
+#                      `scripts/video-experiment.sh 96`; 960 clips, 12 epochs (720 batches);
+#                      the warp alone at λ = WARP_LAMBDAS (default 0.1 10), the bank at
+#                      λ = BANK_LAMBDAS (default 0.3 1 10): the README's table;
 #                      REFINE = the bank's kernel (1 or 3, default 1)
 #                      → runs/refine96/eval-refine{0,REFINE}.json
 #   scripts/refine-experiment.sh 48 [DEMO_RUN]  a short run behind the demo's λ=1 intra codec
@@ -18,14 +17,18 @@ cd "$(dirname "$0")/.."
 F="${PYTHON:-.venv/bin/python} -m featcodec"
 quiet="--trainer.enable_progress_bar false"
 if [ "${1:-48}" = 96 ]; then
-  R=runs/refine96 BASE=runs/video96/intra/last.ckpt SIZE=96 CLIPS=960 LAMBDAS=${LAMBDAS:-0.1} EPOCHS=12
+  R=runs/refine96 BASE=runs/video96/intra/last.ckpt SIZE=96 CLIPS=960 EPOCHS=12
+  WARP_LAMBDAS=${WARP_LAMBDAS:-0.1 10} BANK_LAMBDAS=${BANK_LAMBDAS:-0.3 1 10}
   VARIANTS="0 ${2:-1}" TEST="--clips 150 --skip-no-motion"
 else
   R=runs/refine BASE="${2:-runs/demo-final}/codec-lambda1.ckpt" SIZE=48 CLIPS=600
-  LAMBDAS="0.3 1 3" EPOCHS=3 VARIANTS="0 1" TEST="--clips 60 --skip-no-motion"
+  WARP_LAMBDAS="0.3 1 3" BANK_LAMBDAS="0.3 1 3" EPOCHS=3 VARIANTS="0 1"
+  TEST="--clips 60 --skip-no-motion"
 fi
 for refine in $VARIANTS; do
   ckpts=()
+  LAMBDAS=$BANK_LAMBDAS
+  [ "$refine" = 0 ] && LAMBDAS=$WARP_LAMBDAS
   for l in $LAMBDAS; do
     out=$R/refine$refine-lambda$l
     ckpts+=("$out/last.ckpt")

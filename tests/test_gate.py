@@ -171,3 +171,24 @@ def test_corrupt_gated_streams_fail_with_one_error(tiny_arch) -> None:
     for cut in (len(stream) - 1, len(stream) // 2):
         with pytest.raises(BitstreamError):
             codec.decode(stream[:cut])
+
+
+def test_a_new_derived_gate_opens_every_position() -> None:
+    codec = _codec("derived")
+    f = torch.randn(2, 8, 16, 16) * 4
+    z_hat = codec.hyper_decompress(codec.compress(f).z, (2, 2))
+    assert codec._derived_gate(z_hat, EXACT).min() == 1  # training starts from the plain codec
+
+
+def test_gated_rate_has_a_bounded_gradient_in_the_gate() -> None:
+    from featcodec.codec.entropy import bits
+    from featcodec.codec.gate import apply_gate
+
+    likelihoods = torch.tensor([[[[1e-6, 0.5]], [[0.25, 0.9]]]])  # (1, 2, 1, 2)
+    gate = torch.tensor([[[[1.0, 0.0]]]], requires_grad=True)
+    y_hat, gated = apply_gate(torch.zeros(1, 2, 1, 2), torch.ones(1, 2, 1, 2), likelihoods, gate)
+    assert torch.equal(gated[..., 1], torch.ones(1, 2, 1))  # closed: no bits
+    assert torch.equal(y_hat[..., 1], torch.ones(1, 2, 1))  # closed: the mean
+    bits(gated).backward()
+    expected = -torch.log2(likelihoods).sum(1, keepdim=True)  # the bits a gate would spend
+    assert torch.allclose(gate.grad, expected)
