@@ -185,6 +185,12 @@ class HyperpriorCodec(ConditionalHyperprior):
         assert self.gate_net is not None
         return self.gate_net
 
+    def latent_size(self, h: int, w: int) -> tuple[int, int]:
+        """The latent positions that features of size ``h×w`` reach (the rest is padding,
+        which a ``"mask"`` gate keeps closed without sending it)."""
+        factor = 2**self.downsample
+        return -(-h // factor), -(-w // factor)
+
     def _mask_gate(self, mask: Tensor | None, f: Tensor) -> Tensor:
         """The latent gate of a front mask on ``f``'s grid (all open without one)."""
         if mask is None:
@@ -219,7 +225,7 @@ class HyperpriorCodec(ConditionalHyperprior):
         for i in range(y.shape[0]):
             writer = RansWriter(checked=mode.checked)
             if self.gate == "mask":
-                write_gate(writer, gate[i : i + 1])
+                write_gate(writer, gate[i : i + 1], self.latent_size(*f.shape[-2:]))
             one = slice(i, i + 1)
             y_hat.append(
                 write_gated(writer, self.entropy_y, y[one], indexes[one], means[one], gate[one])
@@ -240,7 +246,9 @@ class HyperpriorCodec(ConditionalHyperprior):
         if not self.gate:
             y_hat = self.latent_decompress(y_strings, z_strings, z_size, mode=mode)
         else:
-            y_hat = self._gated_decompress(y_strings, z_strings, z_size, mode)
+            y_hat = self._gated_decompress(
+                y_strings, z_strings, z_size, self.latent_size(*size), mode
+            )
         f_hat = self.g_s(y_hat)[..., : size[0], : size[1]]
         return f_hat, y_hat
 
@@ -249,6 +257,7 @@ class HyperpriorCodec(ConditionalHyperprior):
         y_strings: list[bytes],
         z_strings: list[bytes],
         z_size: tuple[int, int],
+        valid: tuple[int, int],
         mode: CodingMode,
     ) -> Tensor:
         z_cat = self.hyper_decompress(z_strings, z_size, mode)
@@ -258,7 +267,7 @@ class HyperpriorCodec(ConditionalHyperprior):
         y_hat = []
         for i, string in enumerate(y_strings):
             reader = RansReader(string, checked=mode.checked)
-            gate = read_gate(reader, grid) if derived is None else derived[i : i + 1]
+            gate = read_gate(reader, valid, grid) if derived is None else derived[i : i + 1]
             one = slice(i, i + 1)
             y_hat.append(read_gated(reader, self.entropy_y, indexes[one], means[one], gate))
             reader.finish("the latent")

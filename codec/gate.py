@@ -92,26 +92,33 @@ def apply_gate(
     return y, likelihoods.clamp_min(1e-9).pow(gate)
 
 
-def write_gate(writer: RansWriter, gate: Tensor) -> None:
-    """Code one element's gate ``(1, 1, h, w)`` of 0/1: its level, then its bits."""
-    bits = (gate > 0).to(torch.int32).flatten()
+def write_gate(writer: RansWriter, gate: Tensor, valid: tuple[int, int]) -> None:
+    """Code one element's gate ``(1, 1, h, w)`` of 0/1 inside its ``valid`` top-left corner
+    (outside it the latent is padding, closed): its level, then its bits."""
+    bits = (gate[..., : valid[0], : valid[1]] > 0).to(torch.int32).flatten()
     level = min(int(bits.float().mean().item() * LEVELS), LEVELS - 1)
     tables = gate_tables()
     writer.write(torch.tensor([level]), torch.tensor([_LEVEL_ROW], dtype=torch.int32), tables)
     writer.write(bits, torch.full_like(bits, level), tables)
 
 
-def read_gate(reader: RansReader, size: tuple[int, int]) -> Tensor:
-    """Inverse of :func:`write_gate`: the gate ``(1, 1, *size)``; :class:`BitstreamError` for a
-    level or a bit that is not one."""
+def read_gate(
+    reader: RansReader, valid: tuple[int, int], size: tuple[int, int] | None = None
+) -> Tensor:
+    """Inverse of :func:`write_gate`: the gate ``(1, 1, *size)`` (``size``: the latent grid,
+    ``valid`` by default), closed outside ``valid``; :class:`BitstreamError` for a level or a
+    bit that is not one."""
     tables = gate_tables()
     level = int(reader.read(torch.tensor([_LEVEL_ROW], dtype=torch.int32), tables)[0])
     if not 0 <= level < LEVELS:
         raise BitstreamError(f"the latent gate's level {level} is outside 0..{LEVELS - 1}")
-    bits = reader.read(torch.full((size[0] * size[1],), level, dtype=torch.int32), tables)
+    bits = reader.read(torch.full((valid[0] * valid[1],), level, dtype=torch.int32), tables)
     if bool(((bits != 0) & (bits != 1)).any()):
         raise BitstreamError("the latent gate holds a value that is not a bit")
-    return bits.reshape(1, 1, *size).float()
+    size = size or valid
+    gate = torch.zeros(1, 1, *size)
+    gate[..., : valid[0], : valid[1]] = bits.reshape(1, 1, *valid).float()
+    return gate
 
 
 def write_gated(

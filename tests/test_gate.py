@@ -19,7 +19,7 @@ from featcodec.codec.gate import LEVELS, gate_tables, latent_gate, read_gate, wr
 
 def _roundtrip(gate: torch.Tensor) -> tuple[torch.Tensor, int]:
     writer = RansWriter(checked=True)
-    write_gate(writer, gate)
+    write_gate(writer, gate, tuple(gate.shape[-2:]))
     string = writer.flush()
     reader = RansReader(string, checked=True)
     back = read_gate(reader, tuple(gate.shape[-2:]))
@@ -192,3 +192,15 @@ def test_gated_rate_has_a_bounded_gradient_in_the_gate() -> None:
     bits(gated).backward()
     expected = -torch.log2(likelihoods).sum(1, keepdim=True)  # the bits a gate would spend
     assert torch.allclose(gate.grad, expected)
+
+
+def test_padding_positions_of_the_gate_are_not_sent() -> None:
+    gate = torch.zeros(1, 1, 8, 8)
+    gate[..., :6, :6] = (
+        torch.rand(1, 1, 6, 6, generator=torch.Generator().manual_seed(0)) > 0.5
+    ).float()
+    writer = RansWriter(checked=True)
+    write_gate(writer, gate, (6, 6))
+    reader = RansReader(writer.flush(), checked=True)
+    assert torch.equal(read_gate(reader, (6, 6), (8, 8)), gate)
+    reader.finish()
