@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from featcodec.codec.coding_mode import EXACT, CodingMode
 from featcodec.codec.entropy import FactorizedCoder, GaussianCoder, RansReader, RansWriter
-from featcodec.codec.exact import to_fixed
 from featcodec.codec.gate import (
     GATES,
     apply_gate,
@@ -199,14 +198,24 @@ class HyperpriorCodec(ConditionalHyperprior):
             raise ValueError(f"mask {tuple(mask.shape)} does not cover features {tuple(f.shape)}")
         return latent_gate(mask, self.multiple, self.downsample)
 
-    def _derived_gate(self, z_hat: Tensor, mode: CodingMode) -> Tensor:
-        """The ``"derived"`` gate ``(B, 1, h, w)`` from ``Ẑ``, in fixed point for exact modes
-        (the same integers, so the same gate, on every device)."""
-        if not mode.exact:
-            scales, means = self.entropy_parameters(z_hat, None)
-            return (self._gate_net(torch.cat([scales, means], 1)) >= 0).float()
-        logit = self.exact("gate_net")(self.exact("h_s")(to_fixed(z_hat)))
-        return (logit >= 0).float().to(z_hat.device)
+    def _derived_gate(self, hyper: Tensor, mode: CodingMode, device: torch.device) -> Tensor:
+        """The ``"derived"`` gate ``(B, 1, h, w)`` from the coding ``(σ, μ)``
+        (:meth:`coding_hyper`), in fixed point for exact modes (the same integers, so the same
+        gate, on every device)."""
+        net = self.exact("gate_net") if mode.exact else self._gate_net
+        return (net(hyper) >= 0).float().to(device)
+
+    def _coding_gate(
+        self, z_hat: Tensor, mode: CodingMode, mask: Tensor | None, f: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(indexes, μ, gate)`` for coding: the hyperprior evaluated once; the gate derived
+        from it, or the front's (``f`` given: the encoder), or ``None`` (read from the
+        string)."""
+        hyper = self.coding_hyper(z_hat, None, mode)
+        indexes, means = self.parameters_of(hyper, mode, z_hat.device)
+        if self.gate == "derived":
+            return indexes, means, self._derived_gate(hyper, mode, z_hat.device)
+        return indexes, means, None if f is None else self._mask_gate(mask, f)
 
     @torch.no_grad()
     def compress(self, f: Tensor, mode: CodingMode = EXACT, mask: Tensor | None = None) -> BaseCode:
@@ -216,11 +225,8 @@ class HyperpriorCodec(ConditionalHyperprior):
             y_strings, z_strings, y_hat = self.latent_compress(y, mode=mode)
             return BaseCode(y_strings, z_strings, y_hat)
         z_strings, z_cat = self.hyper_compress(y, mode)
-        indexes, means = self.coding_parameters(z_cat, None, mode)
-        if self.gate == "mask":
-            gate = self._mask_gate(mask, f)
-        else:
-            gate = self._derived_gate(z_cat, mode)
+        indexes, means, gate = self._coding_gate(z_cat, mode, mask, f)
+        assert gate is not None
         y_strings, y_hat = [], []
         for i in range(y.shape[0]):
             writer = RansWriter(checked=mode.checked)
@@ -261,9 +267,8 @@ class HyperpriorCodec(ConditionalHyperprior):
         mode: CodingMode,
     ) -> Tensor:
         z_cat = self.hyper_decompress(z_strings, z_size, mode)
-        indexes, means = self.coding_parameters(z_cat, None, mode)
+        indexes, means, derived = self._coding_gate(z_cat, mode, None, None)
         grid = tuple(means.shape[-2:])
-        derived = self._derived_gate(z_cat, mode) if self.gate == "derived" else None
         y_hat = []
         for i, string in enumerate(y_strings):
             reader = RansReader(string, checked=mode.checked)

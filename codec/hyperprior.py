@@ -142,18 +142,32 @@ class ConditionalHyperprior(StridedStages, nn.Module):
         too, see :meth:`context_of`), the same on every device; otherwise from
         :meth:`entropy_parameters` in float.
         """
-        coder = self.entropy_y
+        hyper = self.coding_hyper(z_hat, context, mode)
+        return self.parameters_of(hyper, mode, z_hat.device)
+
+    def coding_hyper(self, z_hat: Tensor, context: Tensor | None, mode: CodingMode) -> Tensor:
+        """``(σ, μ)`` stacked on the channels, as coding computes them: fixed-point integers
+        for ``mode.exact`` (the same on every device), else float."""
         if not mode.exact:
-            scales, means = self.entropy_parameters(z_hat, context)
-            return coder.build_indexes(scales).cpu(), means
+            return torch.cat(self.entropy_parameters(z_hat, context), 1)
         q = self.exact("h_s")(to_fixed(z_hat))
         if context is not None:
             q = torch.cat([q, context.to(q.device)], 1)
         if self.params is not None:
             q = self.exact("params")(q)
-        q_sigma, q_mu = q.chunk(2, 1)
-        indexes = scale_indexes(q_sigma, coder.scale_min, coder.scale_max, coder.levels)
-        return indexes, from_fixed(q_mu).to(z_hat.device)
+        return q
+
+    def parameters_of(
+        self, hyper: Tensor, mode: CodingMode, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`coding_parameters` from :meth:`coding_hyper`'s ``(σ, μ)``: the table indexes
+        (int32, CPU) and ``μ`` on ``device``."""
+        sigma, mu = hyper.chunk(2, 1)
+        coder = self.entropy_y
+        if not mode.exact:
+            return coder.build_indexes(sigma).cpu(), mu
+        indexes = scale_indexes(sigma, coder.scale_min, coder.scale_max, coder.levels)
+        return indexes, from_fixed(mu).to(device)
 
     def context_of(self, name: str, x: Tensor, mode: CodingMode) -> Tensor:
         """The submodule ``name`` (a context network) applied to ``x``: in float, or for

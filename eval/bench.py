@@ -62,12 +62,20 @@ def thread_settings() -> dict[str, Any]:
     }
 
 
-def _median_ms(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+def median_ms(
+    fn: Callable[[], Any], repeat: int, sync: Callable[[], Any] | None = None
+) -> tuple[float, Any]:
+    """Median wall time (ms) of ``repeat`` calls of ``fn`` after one warm-up call, and the last
+    result; ``sync`` (e.g. ``torch.cuda.synchronize``) runs inside each timing, after ``fn``."""
     result = fn()  # warm-up
+    if sync is not None:
+        sync()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         result = fn()
+        if sync is not None:
+            sync()
         times.append(time.perf_counter() - t0)
     return 1e3 * statistics.median(times), result
 
@@ -96,10 +104,10 @@ def bench_entropy(
     def run_peer_decode() -> Tensor:
         return peer.decompress(peer_strings, peer.build_indexes(scales), means=means)
 
-    enc_ms, strings = _median_ms(lambda: ours.encode(y, scales, means), repeat)
-    dec_ms, decoded = _median_ms(lambda: ours.decode(strings, scales, means), repeat)
-    peer_enc_ms, peer_strings = _median_ms(run_peer_encode, repeat)
-    peer_dec_ms, peer_decoded = _median_ms(run_peer_decode, repeat)
+    enc_ms, strings = median_ms(lambda: ours.encode(y, scales, means), repeat)
+    dec_ms, decoded = median_ms(lambda: ours.decode(strings, scales, means), repeat)
+    peer_enc_ms, peer_strings = median_ms(run_peer_encode, repeat)
+    peer_dec_ms, peer_decoded = median_ms(run_peer_decode, repeat)
 
     def row(enc: float, dec: float, data: list[bytes], out: Tensor, setup: float) -> dict:
         n = sum(len(s) for s in data)
@@ -403,7 +411,7 @@ def _pframe_times(codec: Any, x: Tensor, theta: Tensor, repeat: int) -> tuple[fl
         sync()
         return codec.coder.encode(motion), code.strings[0]
 
-    enc_ms, (side, string) = _median_ms(encode, repeat)
+    enc_ms, (side, string) = median_ms(encode, repeat)
 
     def decode() -> Tensor:
         motion = codec.coder.decode(side, size)
@@ -412,5 +420,5 @@ def _pframe_times(codec: Any, x: Tensor, theta: Tensor, repeat: int) -> tuple[fl
         sync()
         return out
 
-    dec_ms, _ = _median_ms(decode, repeat)
+    dec_ms, _ = median_ms(decode, repeat)
     return enc_ms, dec_ms, len(side) + len(string)

@@ -18,16 +18,14 @@ relative to the faster dense front.
 from __future__ import annotations
 
 import platform
-import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from featcodec.eval.bench import thread_settings
+from featcodec.eval.bench import median_ms, thread_settings
 from featcodec.models.backbones import build_backbone
 from featcodec.models.sparse import MaskUnit, count_flops, sparse_blocks, sparsify
 from featcodec.models.split import split_model
@@ -79,18 +77,6 @@ def _stage(split_at: str) -> str:
     return stage
 
 
-def _median_ms(fn: Callable[[], Any], repeat: int, sync: Callable[[], None]) -> float:
-    fn()
-    sync()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
-
-
 @torch.no_grad()
 def bench_sparse(
     sizes: Sequence[int] = (224, 512),
@@ -112,7 +98,7 @@ def bench_sparse(
         if device.type == "cuda" and not torch.cuda.is_available():
             skipped.append(f"{name}: no CUDA device")
             continue
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        sync = torch.cuda.synchronize if device.type == "cuda" else None
         front.to(device, memory_format=torch.channels_last)
         for size in sizes:
             image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(seed))
@@ -123,7 +109,7 @@ def bench_sparse(
             for fmt in (torch.contiguous_format, torch.channels_last):
                 dense.to(device, memory_format=fmt)
                 image = image.contiguous(memory_format=fmt)
-                times[fmt] = _median_ms(lambda: dense(image), repeat, sync)  # noqa: B023
+                times[fmt] = median_ms(lambda: dense(image), repeat, sync)[0]  # noqa: B023
             dense_ms = min(times.values())
             for fmt, label in (
                 (torch.contiguous_format, "dense"),
@@ -137,7 +123,7 @@ def bench_sparse(
                 for execution in ("masked", "gather"):  # channels-last, as the faster dense
                     for _, block in sparse_blocks(model):
                         block.execution = execution
-                    ms = _median_ms(lambda: front(x), repeat, sync)  # noqa: B023
+                    ms = median_ms(lambda: front(x), repeat, sync)[0]  # noqa: B023
                     rows.append(
                         _row(name, size, budget, execution, ms, dense_ms, count_flops(front, x))
                     )

@@ -50,6 +50,7 @@ def evaluate_front(
     metric = task.metric(arch["num_classes"])
     executed = dense = sparse_num = sparse_den = 0.0
     on_object = on_background = objects = background = 0.0
+    blocks = [b for _, b in sparse_blocks(net)]
     for start in range(0, count, batch_size):
         batch = collate_scenes([data[i] for i in range(start, min(count, start + batch_size))])
         x = normalize(batch["image"])
@@ -57,11 +58,8 @@ def evaluate_front(
         flops = count_flops(front, x)  # runs the front: the blocks keep this batch's masks
         executed += flops["executed"] * n
         dense += flops["dense"] * n
-        blocks = [b for _, b in sparse_blocks(net)]
-        for block in blocks:
-            f = block.flops()
-            sparse_num += float(f.executed)
-            sparse_den += f.dense
+        sparse_num += flops["sparse_executed"] * n
+        sparse_den += flops["sparse_dense"] * n
         objects_px = (batch["mask"] > 0).float()[:, None]
         for block in blocks:
             active = F.interpolate(block.mask.float(), size=objects_px.shape[-2:])

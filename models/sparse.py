@@ -431,8 +431,9 @@ def count_flops(module: nn.Module, x: Tensor) -> dict[str, float]:
     pooling are not (as in the slides' formulas).
 
     Returns:
-        ``{"dense", "executed", "fraction"}`` (fraction = executed / dense) and
-        ``"sparse_fraction"``: ΣF_sp / ΣF over the sparse blocks alone (what the budget θ holds).
+        ``{"dense", "executed", "fraction"}`` (fraction = executed / dense),
+        ``"sparse_dense"`` and ``"sparse_executed"`` (ΣF and ΣF_sp of the sparse blocks alone,
+        per image) and ``"sparse_fraction"``: their ratio (what the budget θ holds).
     """
     blocks = [m for _, m in sparse_blocks(module)]
     inside = {id(m) for b in blocks for m in b.modules()}
@@ -469,5 +470,7 @@ def count_flops(module: nn.Module, x: Tensor) -> dict[str, float]:
         "dense": dense / batch,
         "executed": executed / batch,
         "fraction": executed / dense,
+        "sparse_dense": sparse_dense / batch,
+        "sparse_executed": sparse_executed / batch,
         "sparse_fraction": sparse_executed / sparse_dense if sparse_dense else 1.0,
     }

@@ -102,7 +102,7 @@ def test_derived_gate_round_trips_and_learns(mode) -> None:
     code = codec.compress(f, mode)
     _, y_hat = codec.decompress(code.y, code.z, (16, 16), mode)
     assert torch.equal(y_hat, code.y_hat)
-    opened = codec._derived_gate(codec.hyper_decompress(code.z, (2, 2), mode), mode)
+    opened = codec._coding_gate(codec.hyper_decompress(code.z, (2, 2), mode), mode, None, None)[2]
     assert 0 < opened.mean() < 1  # some positions closed, some open
     codec.train()
     out = codec(f)
@@ -177,7 +177,9 @@ def test_a_new_derived_gate_opens_every_position() -> None:
     codec = _codec("derived")
     f = torch.randn(2, 8, 16, 16) * 4
     z_hat = codec.hyper_decompress(codec.compress(f).z, (2, 2))
-    assert codec._derived_gate(z_hat, EXACT).min() == 1  # training starts from the plain codec
+    assert (
+        codec._coding_gate(z_hat, EXACT, None, None)[2].min() == 1
+    )  # training starts from the plain codec
 
 
 def test_gated_rate_has_a_bounded_gradient_in_the_gate() -> None:

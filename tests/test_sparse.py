@@ -191,7 +191,14 @@ def test_count_flops_of_a_front() -> None:
     # 128→128 at 4×4 plus the 1×1 shortcut
     by_hand = 16 * 16 * 49 * 3 * 64 + 64 * 2 * 9 * 64 * 64 + 16 * (9 * 64 * 128 + 9 * 128 * 128)
     by_hand += 16 * 64 * 128
-    assert full == {"dense": by_hand, "executed": by_hand, "fraction": 1.0, "sparse_fraction": 1.0}
+    assert full == {
+        "dense": by_hand,
+        "executed": by_hand,
+        "fraction": 1.0,
+        "sparse_dense": 0.0,
+        "sparse_executed": 0.0,
+        "sparse_fraction": 1.0,
+    }
     sparse_model = sparsify(build_backbone("scene_resnet10"), "layer2")
     front = split_model(sparse_model, "layer2").front.eval()
     counted = count_flops(front, x)
