@@ -95,24 +95,35 @@ def _plain(value: Any) -> bool:
 
 
 def synthetic_eval_set(
-    split: str = "test", size: int = 300, image_size: int = 48, seed: int = 0
+    split: str = "test",
+    size: int = 300,
+    image_size: int = 48,
+    seed: int = 0,
+    tilt: float = 0.0,
+    fog: float = 0.0,
 ) -> EvalData:
     """``size`` scenes of the embedded synthetic dataset's ``split`` (rendered when read, not
-    kept)."""
+    kept); ``tilt``, ``fog``: the scenes' 3-D options (:mod:`training.datasets.synthetic.pose`,
+    0 for the default scenes)."""
     from featcodec.training.datasets import SHAPE_CLASSES, SyntheticScenes, collate_scenes
 
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; use {', '.join(SPLITS)}")
     if size < 1 or image_size < 8:
         raise InputError("the dataset needs at least 1 image of at least 8×8 pixels")
-    data = SyntheticScenes(split, size, image_size, seed, cache=False)
-    info = {
+    try:
+        data = SyntheticScenes(split, size, image_size, seed, cache=False, tilt=tilt, fog=fog)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    info: dict[str, Any] = {
         "name": "synthetic-scenes",
         "split": split,
         "size": size,
         "image_size": image_size,
         "seed": seed,
     }
+    if tilt or fog:  # the default scenes' results files are as before
+        info.update(tilt=tilt, fog=fog)
     return EvalData(data, collate_scenes, len(SHAPE_CLASSES), info)
 
 

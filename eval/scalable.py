@@ -26,6 +26,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch import Tensor
 
 from featcodec.codec.bitstream import unpack
 from featcodec.codec.facade import Codec
@@ -89,6 +90,23 @@ class ScalableConfig(SceneRun):
 
 
 @torch.no_grad()
+def code_layers(codec: Codec, images: Tensor, totals: dict[str, int]) -> Tensor:
+    """Code each image ``(B, 3, H, W)`` through a real stream of both layers, adding each
+    layer's bytes to ``totals`` (``header``, ``base``, ``enhancement``); returns the decoded
+    enhancement outputs ``(B, C, H, W)``."""
+    outputs = []
+    for x in images:
+        stream = codec.encode(x)
+        for k, v in unpack(stream).layer_bytes().items():
+            totals[k] = totals.get(k, 0) + v
+        decoded = codec.decode(stream)
+        if decoded.enhanced is None:
+            raise ValueError("the codec has no enhancement layer")
+        outputs.append(decoded.enhanced)
+    return torch.cat(outputs)
+
+
+@torch.no_grad()
 def evaluate_layers(codec: Codec, data: EvalData, name: str, point: str) -> dict[str, float]:
     """Mean bytes per image of each layer (real streams) and the PSNR of the enhancement."""
     psnr = PSNR()
@@ -96,15 +114,10 @@ def evaluate_layers(codec: Codec, data: EvalData, name: str, point: str) -> dict
     pixels = 0
     n = 0
     for batch in data.batches(64):
-        for x in batch["image"]:
-            stream = codec.encode(x)
-            for k, v in unpack(stream).layer_bytes().items():
-                totals[k] += v
-            decoded = codec.decode(stream)
-            assert decoded.enhanced is not None
-            psnr.update(decoded.enhanced.clamp(0, 1), x[None])
-            pixels += x.shape[-2] * x.shape[-1]
-            n += 1
+        x = batch["image"]
+        psnr.update(code_layers(codec, x, totals).clamp(0, 1), x)
+        pixels += x.shape[0] * x.shape[-2] * x.shape[-1]
+        n += x.shape[0]
     return {
         "codec": name,
         "point": point,

@@ -21,14 +21,7 @@ R=runs/sparse
 EPOCHS=${EPOCHS:-4}
 BUDGETS=${BUDGETS:-0.25 0.5 0.75 1}
 
-train_once() {  # train_once NAME ARGS...: featcodec train into $R/NAME/, kept as $R/NAME.ckpt
-  local name=$1
-  shift
-  [ -f $R/"$name".ckpt ] && return
-  $F train "$@" --trainer.logger.init_args.save_dir $R --trainer.logger.init_args.name "$name" \
-    --trainer.callbacks.init_args.dirpath $R/"$name" $quiet
-  cp $R/"$name"/last.ckpt $R/"$name".ckpt
-}
+source scripts/train-once.sh
 
 case "${1:-fronts}" in
 fronts)

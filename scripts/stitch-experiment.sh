@@ -25,14 +25,7 @@ A_CODEC=runs/demo-final/codec-lambda1.ckpt
 B_NET=$R/tasknet-b.ckpt
 LONG="--steps 300 --train-size 4800"  # E trained 300 steps (2 epochs of 4800 scenes) per split
 
-train_once() {  # train_once NAME ARGS...: featcodec train into $R/NAME/, kept as $R/NAME.ckpt
-  local name=$1
-  shift
-  [ -f $R/"$name".ckpt ] && return  # only a finished run is copied there
-  $F train "$@" --trainer.logger.init_args.save_dir $R --trainer.logger.init_args.name "$name" \
-    --trainer.callbacks.init_args.dirpath $R/"$name" $quiet
-  cp $R/"$name"/last.ckpt $R/"$name".ckpt
-}
+source scripts/train-once.sh
 
 case "${1:-serve}" in
 serve)

@@ -78,6 +78,7 @@ def test_tasks_by_name() -> None:
         "depth",
         "detection",
         "keypoints",
+        "pose3d",
         "segmentation",
     ]
     task = featcodec.get_task("depth")

@@ -27,7 +27,19 @@ from featcodec.training.datasets import (
 )
 
 SIZES = [(64, 64), (128, 128), (96, 160), (33, 47)]
-SCENE_FIELDS = ("image", "mask", "instances", "depth", "boxes", "box_labels", "keypoints")
+SCENE_FIELDS = (
+    "image",
+    "mask",
+    "instances",
+    "depth",
+    "boxes",
+    "box_labels",
+    "keypoints",
+    "joints3d",
+    "parts",
+    "part_order",
+    "intrinsics",
+)
 
 
 def _pixel_centres(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,8 +17,14 @@ from featcodec.eval.rd import check_fits, evaluate_codec
 from featcodec.training import BaseCodecModule, TaskModule
 from featcodec.training.datasets import SyntheticScenes, SyntheticScenesDataModule, collate_scenes
 
-TASKS = ["segmentation", "depth", "keypoints", "detection"]
-METRIC = {"segmentation": "miou", "depth": "depth_rmse", "keypoints": "pck", "detection": "map"}
+TASKS = ["segmentation", "depth", "keypoints", "pose3d", "detection"]
+METRIC = {
+    "segmentation": "miou",
+    "depth": "depth_rmse",
+    "keypoints": "pck",
+    "pose3d": "mpjpe",
+    "detection": "map",
+}
 
 
 def _options(task: str) -> dict | None:
@@ -91,7 +97,7 @@ def test_codec_training_for_the_task_lowers_its_loss(task, task_checkpoints, dat
         assert torch.equal(v, reference[k]), k
 
 
-@pytest.mark.parametrize("task", ["segmentation", "depth", "keypoints"])
+@pytest.mark.parametrize("task", ["segmentation", "depth", "keypoints", "pose3d"])
 def test_distillation_is_zero_on_the_teacher_and_grows_away_from_it(task) -> None:
     from featcodec.models.tasks import get_task
     from featcodec.training.losses import task_distortion
@@ -101,6 +107,7 @@ def test_distillation_is_zero_on_the_teacher_and_grows_away_from_it(task) -> Non
         "segmentation": torch.randn(2, 6, 8, 8),
         "depth": torch.rand(2, 1, 8, 8) * 10,
         "keypoints": torch.rand(2, 5, 2) * 32,
+        "pose3d": torch.randn(2, 27, 8, 8),
     }[task]
     t = get_task(task)
     same = task_distortion("distill", teacher.clone(), teacher, None, t)
@@ -147,7 +154,7 @@ def test_task_checkpoint_of_another_task_is_refused(task_checkpoints) -> None:
         _module("detection", task_checkpoints["detection"], distortion="distill")
 
 
-@pytest.mark.parametrize("task", ["segmentation", "detection"])
+@pytest.mark.parametrize("task", ["segmentation", "pose3d", "detection"])
 def test_decode_writes_the_task_output(task, task_checkpoints, tmp_path) -> None:
     from featcodec.inputs import to_png
 
@@ -164,6 +171,11 @@ def test_decode_writes_the_task_output(task, task_checkpoints, tmp_path) -> None
         logits = torch.load(out / "a.output.pt")
         assert logits.shape == (6, 32, 32)
         assert sum(prediction["pixels_per_class"].values()) == 32 * 32
+    elif task == "pose3d":  # the 3-D joints: x, y in pixels, depth relative to the root
+        assert torch.load(out / "a.output.pt").shape == (27, 32, 32)
+        joints = prediction["joints3d"]
+        assert len(joints) == 5 and all(len(j) == 3 for j in joints)
+        assert all(0 <= x < 32 and 0 <= y < 32 for x, y, _ in joints)
     else:
         assert set(prediction) == {"boxes", "classes", "scores"}
         assert len(prediction["boxes"]) == len(prediction["scores"]) == len(prediction["classes"])

@@ -115,7 +115,7 @@ class BaseCodecModule(TrainsInTrainMode, pl.LightningModule):
         }
         if beta < 0 or (beta > 0 and not preview):
             raise ValueError("beta must be ≥ 0, and beta > 0 needs preview=True")
-        self.task = get_task(task)
+        self.task = get_task(task).configure(task_options or {})
         if distortion == "distill" and not self.task.distillable:
             raise ValueError(f"a {task} network has no distillation loss; use distortion='task'")
         options = task_options or {}

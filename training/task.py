@@ -57,10 +57,11 @@ class TaskModule(pl.LightningModule):
         weights: pretrained weights of the backbone ("DEFAULT", an enum name, or None).
         lr: peak learning rate of the one-cycle schedule (AdamW).
         weight_decay: AdamW weight decay.
-        task: ``"classification"``, ``"segmentation"``, ``"depth"``, ``"keypoints"`` or
-            ``"detection"``.
-        task_options: options of the task's builder (e.g. ``{"image_size": 64}`` for
-            detection; see :mod:`models.tasks`).
+        task: ``"classification"``, ``"segmentation"``, ``"depth"``, ``"keypoints"``,
+            ``"pose3d"`` or ``"detection"``.
+        task_options: options of the task's builder and loss (e.g. ``{"image_size": 64}`` for
+            detection, ``{"alpha": 1.0, "triplet_loss": false}`` for pose3d; see
+            :mod:`models.tasks`).
         sparse: make the residual blocks of stages ``layer1`` … ``sparse`` spatially sparse
             (DynConv, :mod:`models.sparse`; ``"layer2"``: the front of the default split);
             ``None``: a dense network.
@@ -87,7 +88,7 @@ class TaskModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["sparsity"])
         self.hparams["sparsity"] = asdict(sparsity)  # plain data: checkpoints load weights-only
         self.normalize = Normalize()
-        self.task = get_task(task)
+        self.task = get_task(task).configure(task_options or {})
         self.net = self.task.network(backbone, weights, num_classes, task_options, sparse)
         if init_weights is not None:
             start = load_task_network(init_weights, backbone, num_classes, task, task_options)

@@ -57,6 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--size", type=int, default=300, help="synthetic scenes of the split")
     rd.add_argument("--image-size", type=int, default=48, help="synthetic scenes' size")
     rd.add_argument("--seed", type=int, default=0, help="synthetic scenes' seed")
+    rd.add_argument("--tilt", type=float, default=0.0, help="synthetic scenes' largest tilt, °")
+    rd.add_argument("--fog", type=float, default=0.0, help="synthetic scenes' fog density")
     rd.add_argument("--batch-size", type=int, default=64)
     rd.add_argument("--streams", help="also keep every stream under this folder")
     rd.add_argument("-o", "--out", default="runs/eval/rd.json", help="results JSON (+ .csv)")
@@ -284,7 +286,9 @@ def eval_rd(args: argparse.Namespace) -> int:
         module = data_module_from_config(args.data, args.data_root)
         data = EvalData.of_datamodule(module, args.split)
     else:
-        data = synthetic_eval_set(args.split, args.size, args.image_size, args.seed)
+        data = synthetic_eval_set(
+            args.split, args.size, args.image_size, args.seed, args.tilt, args.fog
+        )
     split = (
         TaskSplit.from_task_checkpoint(args.task_checkpoint, args.split_at)
         if args.task_checkpoint

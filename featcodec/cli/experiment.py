@@ -1,14 +1,15 @@
 """``featcodec experiment scalable``: the scalable-coding paper's two claims, trained and
 measured (eval/scalable.py); ``featcodec experiment stitching``: Lenc & Vedaldi's stitching
 between two networks (featcodec/cli/stitching.py); ``featcodec experiment sparse``: dense and
-sparse (DynConv) fronts compared (featcodec/cli/sparse.py)."""
+sparse (DynConv) fronts compared (featcodec/cli/sparse.py); ``featcodec experiment pose3d``: 3-D
+pose networks and scalable codecs for them (featcodec/cli/pose3d.py)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from featcodec.cli import sparse, stitching
+from featcodec.cli import pose3d, sparse, stitching
 from featcodec.cli.common import floats, set_threads, threads_arg
 from featcodec.codec.errors import InputError
 
@@ -34,6 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sc.set_defaults(func=run)
     stitching.add_parser(ex_sub)
     sparse.add_parser(ex_sub)
+    pose3d.add_parser(ex_sub)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,6 +45,12 @@ class Task:
     map_suffix: ClassVar[str] = ".pt"
     """The file a dense output is saved to: a tensor, or a PNG for a class map."""
 
+    def configure(self, options: Mapping[str, Any]) -> Task:
+        """This task with the loss and metric options among ``options`` (an architecture's
+        ``task_options``; the network's own go to :meth:`build`): itself, for a task whose
+        loss has none."""
+        return self
+
     # the network ---------------------------------------------------------------------------
 
     def build(
@@ -150,8 +156,9 @@ def list_tasks() -> list[str]:
 
 def task_of(arch: Mapping[str, Any]) -> Task:
     """The task an architecture serves (classification when it names none: every checkpoint
-    written before the other tasks existed)."""
-    return get_task(str(arch.get("task", DEFAULT_TASK)))
+    written before the other tasks existed), configured with its ``task_options``."""
+    options = arch.get("task_options") or {}
+    return get_task(str(arch.get("task", DEFAULT_TASK))).configure(options)
 
 
 def metric_higher_is_better(metric: str) -> bool:

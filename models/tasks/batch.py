@@ -26,6 +26,13 @@ class Batch(TypedDict, total=False):
         box_labels: per image ``(n,)`` int64 classes of the boxes.
         keypoints: per image ``(n, J, 2)`` (or ``(n, J, 3)`` with a visibility flag) pixel
             coordinates of each box's object's keypoints.
+        joints3d: per image ``(n, J, 3)`` camera coordinates ``(X, Y, Z)`` of those keypoints
+            (3-D joints; they project onto ``keypoints`` through ``intrinsics``).
+        parts: per image ``(n, K, 2)`` int64 ``(parent, child)`` joint indexes of each
+            object's skeleton.
+        part_order: per image ``(n, K)`` int64 relative depth order of each part,
+            ``r(z_p, z_c)`` ∈ {−1, 0, 1}.
+        intrinsics: ``(B, 4)`` float ``(fx, fy, cx, cy)`` of the camera, pixels.
     """
 
     image: Tensor
@@ -36,6 +43,10 @@ class Batch(TypedDict, total=False):
     boxes: list[Tensor]
     box_labels: list[Tensor]
     keypoints: list[Tensor]
+    joints3d: list[Tensor]
+    parts: list[Tensor]
+    part_order: list[Tensor]
+    intrinsics: Tensor
 
 
 BATCH_KEYS: frozenset[str] = frozenset(Batch.__annotations__)

@@ -63,19 +63,33 @@ def main_object_keypoints(batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
     h, w = batch["image"].shape[-2:]
     coords, valid = [], []
     for boxes, points in zip(batch["boxes"], batch["keypoints"], strict=True):
-        boxes = torch.as_tensor(boxes, dtype=torch.float32)
         points = torch.as_tensor(points, dtype=torch.float32)
-        if len(boxes) == 0:
+        index = main_object(boxes)
+        if index is None:
             xy = torch.full((points.shape[-2] if points.dim() == 3 else 5, 2), math.nan)
         else:
-            sides = (boxes[:, 2:] - boxes[:, :2]).clamp_min(0)
-            area = sides[:, 0] * sides[:, 1]
-            xy = points[int(area.argmax())][:, :2]
-        ok = torch.isfinite(xy).all(-1) & (xy[:, 0] >= 0) & (xy[:, 0] < w)
-        ok &= (xy[:, 1] >= 0) & (xy[:, 1] < h)
+            xy = points[index][:, :2]
         coords.append(torch.nan_to_num(xy))
-        valid.append(ok)
+        valid.append(inside_image(xy, (h, w)))
     return torch.stack(coords), torch.stack(valid)
+
+
+def main_object(boxes: Tensor) -> int | None:
+    """Index of the main object among ``boxes`` ``(n, 4)``: the largest (area of the box, the
+    first one on a tie); ``None`` without boxes."""
+    boxes = torch.as_tensor(boxes, dtype=torch.float32)
+    if len(boxes) == 0:
+        return None
+    sides = (boxes[:, 2:] - boxes[:, :2]).clamp_min(0)
+    return int((sides[:, 0] * sides[:, 1]).argmax())
+
+
+def inside_image(xy: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(..., J)`` bool: the points ``(..., J, 2)`` are finite and inside an image of ``size``
+    ``(H, W)`` (``0 <= x < W``, ``0 <= y < H``)."""
+    h, w = size
+    ok = torch.isfinite(xy).all(-1) & (xy[..., 0] >= 0) & (xy[..., 0] < w)
+    return ok & (xy[..., 1] >= 0) & (xy[..., 1] < h)
 
 
 class KeypointNet(TrunkNet):

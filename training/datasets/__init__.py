@@ -12,6 +12,7 @@ from featcodec.training.datasets.cityscapes import (
 from featcodec.training.datasets.coco import CocoDataModule, CocoDetectionDataset, collate_detection
 from featcodec.training.datasets.datamodule import SplitDataModule
 from featcodec.training.datasets.imagefolder import ImageFolderClassification, ImageFolderDataModule
+from featcodec.training.datasets.pose3d import Pose3DDataModule, Pose3DFrames
 from featcodec.training.datasets.resize import resize_item
 from featcodec.training.datasets.synthetic import (
     NUM_KEYPOINTS,
@@ -49,6 +50,8 @@ __all__ = [
     "CocoDetectionDataset",
     "ImageFolderClassification",
     "ImageFolderDataModule",
+    "Pose3DDataModule",
+    "Pose3DFrames",
     "Scene",
     "SplitDataModule",
     "SyntheticClips",

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-VARIABLE_FIELDS = frozenset({"boxes", "box_labels", "keypoints", "shape_transforms"})
+VARIABLE_FIELDS = frozenset(
+    {"boxes", "box_labels", "keypoints", "shape_transforms", "joints3d", "parts", "part_order"}
+)
 """Fields of scene and clip items that hold one entry per shape (or object), so vary in
 length: ``collate_scenes`` and ``collate_clips`` list them."""
 
@@ -34,7 +36,8 @@ def collate(batch: Sequence[dict[str, Any]], list_fields: Collection[str]) -> di
 
 def collate_scenes(batch: Sequence[dict[str, Tensor]]) -> dict[str, Tensor | list[Tensor]]:
     """Stack ``image`` (B, 3, H, W), ``label`` (B,), ``mask`` / ``instances`` (B, H, W) and
-    ``depth`` (B, H, W); ``boxes``, ``box_labels`` and ``keypoints`` become lists of length B."""
+    ``depth`` (B, H, W), ``intrinsics`` (B, 4); ``boxes``, ``box_labels``, ``keypoints``,
+    ``joints3d``, ``parts`` and ``part_order`` become lists of length B."""
     return collate(batch, VARIABLE_FIELDS)
 
 

@@ -71,7 +71,9 @@ class SyntheticScenes(_Memoised):
     """``size`` synthetic scenes of ``split``: item ``i`` is
     ``render_scene(item_seed(seed, split, i), image_size).as_dict()`` (see ``Scene.as_dict``),
     so splits never share scenes. Rendered items are memoised when ``cache`` is set (returned
-    tensors may then be shared between calls: do not modify them in place)."""
+    tensors may then be shared between calls: do not modify them in place). ``tilt`` and
+    ``fog``: cards turned out of the image plane by up to ``tilt`` degrees, seen through fog
+    of that density (:mod:`.pose`; the 3-D keypoint scenes); both 0 by default."""
 
     def __init__(
         self,
@@ -80,11 +82,17 @@ class SyntheticScenes(_Memoised):
         image_size: int | tuple[int, int] = 128,
         seed: int = 0,
         cache: bool = True,
+        tilt: float = 0.0,
+        fog: float = 0.0,
     ) -> None:
         super().__init__(split, size, image_size, seed, cache)
+        if not 0.0 <= tilt < 90.0 or fog < 0.0:
+            raise ValueError(f"tilt must lie in [0, 90) degrees and fog be ≥ 0, got {tilt}, {fog}")
+        self.tilt, self.fog = float(tilt), float(fog)
 
     def _render(self, index: int) -> dict[str, Tensor]:
-        return render_scene(item_seed(self.seed, self.split, index), self.image_size).as_dict()
+        seed = item_seed(self.seed, self.split, index)
+        return render_scene(seed, self.image_size, tilt=self.tilt, fog=self.fog).as_dict()
 
 
 class SyntheticClips(_Memoised):
@@ -116,7 +124,9 @@ class SyntheticClips(_Memoised):
 
 class SyntheticScenesDataModule(SetsDataModule):
     """Train / val / test splits of ``SyntheticScenes`` (disjoint by construction), batched
-    with ``collate_scenes``."""
+    with ``collate_scenes``. ``tilt`` / ``fog``: the 3-D keypoint scenes (tilted cards seen
+    through fog, :mod:`.pose`); left at 0 they are not recorded in the hyper-parameters, so
+    runs of the fronto-parallel scenes keep theirs."""
 
     def __init__(
         self,
@@ -127,9 +137,17 @@ class SyntheticScenesDataModule(SetsDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        tilt: float = 0.0,
+        fog: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        for name, value in (("tilt", tilt), ("fog", fog)):
+            if not value:  # (a subclass's hyper-parameters may not hold them at all)
+                self.hparams.pop(name, None)
+        if not 0.0 <= tilt < 90.0 or fog < 0.0:
+            raise ValueError(f"tilt must lie in [0, 90) degrees and fog be ≥ 0, got {tilt}, {fog}")
+        self.tilt, self.fog = float(tilt), float(fog)
         self.image_size = image_size
         self.train_size = train_size
         self.val_size = val_size
@@ -147,7 +165,9 @@ class SyntheticScenesDataModule(SetsDataModule):
         return len(SHAPE_CLASSES)
 
     def _make(self, split: str, size: int) -> SyntheticScenes:
-        return SyntheticScenes(split, size, self.image_size, self.seed)
+        return SyntheticScenes(
+            split, size, self.image_size, self.seed, tilt=self.tilt, fog=self.fog
+        )
 
     def setup(self, stage: str | None = None) -> None:
         """Create the datasets needed for ``stage`` (all of them when ``None``)."""
@@ -182,6 +202,8 @@ class SyntheticClipsDataModule(SyntheticScenesDataModule):
     ) -> None:
         super().__init__(image_size, train_size, val_size, test_size, batch_size, num_workers, seed)
         self.save_hyperparameters()
+        for name in ("tilt", "fog"):
+            self.hparams.pop(name, None)
         self.shape_motion = shape_motion
         if num_frames < 2:
             raise ValueError(

@@ -41,6 +41,17 @@ from featcodec.training.datasets.synthetic.layout import (
     sample_layout,
 )
 from featcodec.training.datasets.synthetic.motion import ShapeMotion, backward_flow, sample_motion
+from featcodec.training.datasets.synthetic.pose import (
+    PARTS,
+    apply_fog,
+    depth_order,
+    depth_planes,
+    focal_length,
+    intrinsics,
+    joints_3d,
+    sample_tilts,
+    tilt_transforms,
+)
 from featcodec.training.datasets.synthetic.shapes import (
     CANONICAL_KEYPOINTS,
     inside_grid,
@@ -61,10 +72,18 @@ class _Frame:
 
 
 def _render_frame(
-    layout: SceneLayout, transforms: np.ndarray, camera: np.ndarray, depths: np.ndarray
+    layout: SceneLayout,
+    transforms: np.ndarray,
+    camera: np.ndarray,
+    depths: np.ndarray,
+    planes: np.ndarray | None = None,
 ) -> _Frame:
     """Render one frame given the shape transforms ``(n, 3, 3)`` (canonical → pixels), the
-    camera ``(3, 3)`` (frame-0 → this frame) and the shape depths ``(n,)`` in this frame."""
+    camera ``(3, 3)`` (frame-0 → this frame) and the shape depths ``(n,)`` in this frame.
+
+    ``planes`` ``(n, 3)``: tilted cards (:mod:`.pose`), whose depth ``row · (x, y, 1)`` varies
+    over the card; the cards are then drawn through a z-buffer (a tilted card may reach behind
+    another at some pixels), always in front of the background."""
     h, w = layout.size
     n = len(layout.shapes)
     xs, ys = pixel_centres(w), pixel_centres(h)
@@ -81,6 +100,7 @@ def _render_frame(
     np.clip(inv_depth, 1.0 / BACKGROUND_DEPTH[1], 1.0 / BACKGROUND_DEPTH[0], out=inv_depth)
     depth = np.divide(1.0 / cam_scale, inv_depth, out=inv_depth).astype(np.float32)
 
+    zbuffer = np.full((h, w), np.inf, dtype=np.float32) if planes is not None else depth
     boxes = []
     for k, shape in enumerate(layout.shapes):
         x0, y0, x1, y1 = outline_box(shape.cls, transforms[k])
@@ -103,9 +123,19 @@ def _render_frame(
         inv = inverse_affine(transforms[k])
         wx, wy = xs[j0:j1], ys[i0:i1]
         inside = inside_grid(shape.cls, inv, wx, wy)
+        if planes is not None:
+            row = planes[k]
+            z = np.add.outer(row[1] * wy + row[2], row[0] * wx).astype(np.float32)
+            inside &= z < zbuffer[i0:i1, j0:j1]
+            np.copyto(zbuffer[i0:i1, j0:j1], z, where=inside)
         colours = shape.texture.evaluate_grid(wx, wy, inv)
         np.copyto(image[:, i0:i1, j0:j1], colours, where=inside)
-        np.copyto(depth[i0:i1, j0:j1], depths[k], where=inside, casting="same_kind")
+        np.copyto(
+            depth[i0:i1, j0:j1],
+            depths[k] if planes is None else zbuffer[i0:i1, j0:j1],
+            where=inside,
+            casting="same_kind",
+        )
         np.copyto(instances[i0:i1, j0:j1], k + 1, where=inside)
     np.clip(image, 0.0, 1.0, out=image)  # once for all surfaces
     counts = np.bincount(instances.reshape(-1), minlength=n + 1)[1:]
@@ -122,16 +152,23 @@ def _frame_transforms(
 
 
 def _visible_layout(
-    seed: int, size: tuple[int, int]
-) -> tuple[SceneLayout, _Frame, np.ndarray, np.ndarray]:
+    seed: int, size: tuple[int, int], tilt: float = 0.0
+) -> tuple[SceneLayout, _Frame, np.ndarray, np.ndarray, np.ndarray]:
     """Layout of scene ``seed`` restricted to the shapes visible at frame 0, with that frame,
-    its shape transforms ``(n, 3, 3)`` and depths ``(n,)``."""
+    its shape transforms ``(n, 3, 3)``, depths ``(n,)`` (of the cards' centres) and depth
+    planes ``(n, 3)`` (:mod:`.pose`); ``tilt``: the largest tilt of a card, degrees."""
     for attempt in range(_MAX_ATTEMPTS):
         layout = sample_layout(seed, size, attempt)
         n = len(layout.shapes)
         transforms = _frame_transforms(layout, None, [None] * n, 0)
         depths = np.array([s.depth for s in layout.shapes])
-        frame = _render_frame(layout, transforms, IDENTITY, depths)
+        planes = np.zeros((n, 3))
+        planes[:, 2] = depths
+        if tilt > 0:
+            tilts = sample_tilts(seed, attempt, n, tilt)
+            transforms = tilt_transforms(transforms, tilts)
+            planes = depth_planes(transforms, tilts, depths, focal_length(size))
+        frame = _render_frame(layout, transforms, IDENTITY, depths, planes if tilt > 0 else None)
         keep = frame.counts > 0
         if not keep.any():
             continue
@@ -142,8 +179,8 @@ def _visible_layout(
             frame.boxes, frame.counts = frame.boxes[keep], frame.counts[keep]
             shapes = tuple(s for s, k in zip(layout.shapes, keep.tolist(), strict=True) if k)
             layout = SceneLayout(layout.size, layout.background, shapes)
-            transforms, depths = transforms[keep], depths[keep]
-        return layout, frame, transforms, depths
+            transforms, depths, planes = transforms[keep], depths[keep], planes[keep]
+        return layout, frame, transforms, depths, planes
     raise RuntimeError(f"no visible shape in {_MAX_ATTEMPTS} layouts of seed {seed} at {size}")
 
 
@@ -160,8 +197,13 @@ class Scene:
     * ``box_labels`` (n,) int64 class indices
     * ``keypoints`` (n, 5, 3) float32: (x, y, visible) for the centre and the outline points
       on rays at the shape's rotation + k·90°
-    * ``shape_depth`` (n,) float32: depth of each shape
+    * ``shape_depth`` (n,) float32: depth of each shape (of its centre, when tilted)
     * ``transforms`` (n, 2, 3) float32: canonical outline → pixel coordinates of each shape
+    * ``joints3d`` (n, 5, 3) float32: camera coordinates ``(X, Y, Z)`` of the keypoints
+      (:mod:`.pose`; they project onto ``keypoints``), in depth units
+    * ``parts`` (n, 4, 2) int64: ``(parent, child)`` keypoint indexes of each shape's skeleton
+    * ``part_order`` (n, 4) int64: relative depth order ``r(z_p, z_c)`` ∈ {−1, 0, 1} per part
+    * ``intrinsics`` (4,) float32: ``(fx, fy, cx, cy)`` of the camera, pixels
     """
 
     image: Tensor
@@ -174,10 +216,15 @@ class Scene:
     keypoints: Tensor
     shape_depth: Tensor
     transforms: Tensor
+    joints3d: Tensor
+    parts: Tensor
+    part_order: Tensor
+    intrinsics: Tensor
 
     def as_dict(self) -> dict[str, Tensor]:
         """The dataset item: ``image``, ``label`` (0-d int64), ``mask``, ``instances``,
-        ``depth``, ``boxes``, ``box_labels``, ``keypoints``."""
+        ``depth``, ``boxes``, ``box_labels``, ``keypoints``, ``joints3d``, ``parts``,
+        ``part_order``, ``intrinsics``."""
         return {
             "image": self.image,
             "label": torch.tensor(self.label, dtype=torch.int64),
@@ -187,13 +234,22 @@ class Scene:
             "boxes": self.boxes,
             "box_labels": self.box_labels,
             "keypoints": self.keypoints,
+            "joints3d": self.joints3d,
+            "parts": self.parts,
+            "part_order": self.part_order,
+            "intrinsics": self.intrinsics,
         }
 
 
 def _annotate(
-    layout: SceneLayout, frame: _Frame, transforms: np.ndarray, depths: np.ndarray
+    layout: SceneLayout,
+    frame: _Frame,
+    transforms: np.ndarray,
+    depths: np.ndarray,
+    planes: np.ndarray | None = None,
 ) -> Scene:
-    """Turn a rendered frame into a ``Scene``; every layout shape is annotated."""
+    """Turn a rendered frame into a ``Scene``; every layout shape is annotated. ``planes``:
+    the cards' depth planes (:mod:`.pose`), ``None`` for fronto-parallel cards at ``depths``."""
     h, w = layout.size
     n = len(layout.shapes)
     classes = np.array([s.cls for s in layout.shapes], dtype=np.int64)
@@ -211,6 +267,11 @@ def _annotate(
     visible = inside & (shown == np.arange(1, n + 1)[:, None])
     keypoints = np.concatenate([xy, visible[..., None].astype(np.float32)], axis=2)
 
+    if planes is None:
+        planes = np.zeros((n, 3))
+        planes[:, 2] = depths
+    joints = joints_3d(xy.astype(np.float64), planes, (h, w)).astype(np.float32)
+    parts = PARTS[classes]
     class_lut = np.concatenate([[0], classes + 1])
     return Scene(
         image=torch.from_numpy(frame.image),
@@ -223,14 +284,28 @@ def _annotate(
         keypoints=torch.from_numpy(keypoints),
         shape_depth=torch.from_numpy(depths.astype(np.float32)),
         transforms=torch.from_numpy(transforms[:, :2].astype(np.float32)),
+        joints3d=torch.from_numpy(joints),
+        parts=torch.from_numpy(parts),
+        part_order=torch.from_numpy(depth_order(joints[..., 2], parts)),
+        intrinsics=torch.from_numpy(intrinsics((h, w)).astype(np.float32)),
     )
 
 
-def render_scene(seed: int, size: SizeLike = (128, 128)) -> Scene:
+def render_scene(
+    seed: int, size: SizeLike = (128, 128), *, tilt: float = 0.0, fog: float = 0.0
+) -> Scene:
     """Render scene ``seed`` at ``size`` (``H`` or ``(H, W)``). Shapes without any visible
-    pixel are dropped from the scene; at least one shape is always visible."""
-    layout, frame, transforms, depths = _visible_layout(seed, as_size(size))
-    return _annotate(layout, frame, transforms, depths)
+    pixel are dropped from the scene; at least one shape is always visible.
+
+    ``tilt``: turn each card out of the image plane by up to this many degrees (:mod:`.pose`;
+    below 90); ``fog``: fade pixels with depth at this density per depth unit. Both 0: the
+    fronto-parallel scenes, bit for bit."""
+    if not 0.0 <= tilt < 90.0 or fog < 0.0:
+        raise ValueError(f"tilt must lie in [0, 90) degrees and fog be ≥ 0, got {tilt}, {fog}")
+    layout, frame, transforms, depths, planes = _visible_layout(seed, as_size(size), tilt)
+    if fog > 0:
+        apply_fog(frame.image, frame.depth, fog)
+    return _annotate(layout, frame, transforms, depths, planes)
 
 
 @dataclass(frozen=True, eq=False)
@@ -299,7 +374,7 @@ def render_clip(
     if num_frames < 1:
         raise ValueError("num_frames must be at least 1")
     hw = as_size(size)
-    layout, first, first_transforms, base_depths = _visible_layout(seed, hw)
+    layout, first, first_transforms, base_depths, _ = _visible_layout(seed, hw)
     n = len(layout.shapes)
     cams, motions = sample_motion(seed, num_frames, n, hw, camera_motion, shape_motion)
     to_centre = np.array([[1.0, 0.0, 0.5 * hw[1]], [0.0, 1.0, 0.5 * hw[0]], [0.0, 0.0, 1.0]])

@@ -16,6 +16,7 @@ TAG_LAYOUT = 0x5CE7E
 TAG_MOTION = 0x3071
 TAG_SCENES = 0xDA7A
 TAG_CLIPS = 0xC11B
+TAG_TILT = 0x7117
 
 
 def rng(*entropy: int) -> np.random.Generator:

@@ -1,0 +1,442 @@
+"""3-D keypoints (HEMlets): tilted synthetic scenes, triplet targets, soft-argmax, losses,
+MPJPE, the Human3.6M-style loader and its refusals."""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from featcodec.codec.errors import InputError
+from featcodec.inputs import to_png
+from featcodec.models.tasks import get_task, task_of
+from featcodec.models.tasks.hemlets import (
+    PoseMaps,
+    gaussian_heatmaps,
+    hemlets_loss,
+    relative_order,
+    triplet_heatmaps,
+)
+from featcodec.models.tasks.pose3d import Pose3DLoss
+from featcodec.training.datasets import SyntheticScenes, collate_scenes, render_scene
+from featcodec.training.datasets.pose3d import H36M_PARENTS, Pose3DDataModule, Pose3DFrames
+from featcodec.training.datasets.synthetic.pose import PARTS, depth_order, intrinsics
+
+# -- the synthetic scenes in 3-D -------------------------------------------------------------
+
+
+def _project(joints: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    fx, fy, cx, cy = k.tolist()
+    z = joints[..., 2]
+    return torch.stack([joints[..., 0] * fx / z + cx, joints[..., 1] * fy / z + cy], dim=-1)
+
+
+@pytest.mark.parametrize("tilt", [0.0, 60.0])
+def test_scene_joints_project_onto_the_keypoints(tilt: float) -> None:
+    for seed in range(6):
+        scene = render_scene(seed, 64, tilt=tilt, fog=0.3 if tilt else 0.0)
+        xy = _project(scene.joints3d.double(), scene.intrinsics.double())
+        assert torch.allclose(xy, scene.keypoints[..., :2].double(), atol=1e-3)
+        assert torch.equal(scene.parts, torch.from_numpy(PARTS[scene.box_labels.numpy()]))
+        z = scene.joints3d[..., 2].numpy()
+        assert np.array_equal(scene.part_order.numpy(), depth_order(z, scene.parts.numpy()))
+
+
+def test_untilted_cards_are_flat_and_tilted_ones_are_not() -> None:
+    flat = [render_scene(seed, 64) for seed in range(8)]
+    for scene in flat:  # every keypoint at its card's depth: no part has a depth order
+        z = scene.joints3d[..., 2]
+        assert torch.allclose(z, scene.shape_depth[:, None].expand_as(z), atol=1e-5)
+        assert not scene.part_order.any()
+    tilted = [render_scene(seed, 64, tilt=60.0) for seed in range(8)]
+    orders = torch.cat([s.part_order.flatten() for s in tilted])
+    assert {-1, 0, 1} <= set(orders.tolist())  # all three orders occur
+
+
+def test_tilt_keeps_the_layout_and_the_depth_map_holds_the_joints_depths() -> None:
+    for seed in range(4):
+        flat, tilted = render_scene(seed, 64), render_scene(seed, 64, tilt=50.0)
+        assert torch.equal(flat.box_labels, tilted.box_labels)  # same shapes, same classes
+        assert torch.equal(flat.keypoints[:, 0], tilted.keypoints[:, 0])  # centres stay
+        # where the main shape's centre shows, the depth map is that joint's depth
+        k = int(((tilted.boxes[:, 2:] - tilted.boxes[:, :2]).prod(-1)).argmax())
+        x, y, visible = tilted.keypoints[k, 0].tolist()
+        if visible:
+            assert float(tilted.depth[int(y), int(x)]) == pytest.approx(
+                float(tilted.joints3d[k, 0, 2]), rel=0.02
+            )
+
+
+def test_fog_fades_far_pixels_more() -> None:
+    clear, foggy = render_scene(3, 64, tilt=40.0), render_scene(3, 64, tilt=40.0, fog=0.5)
+    contrast = (foggy.image - 0.7).abs() / (clear.image - 0.7).abs().clamp_min(1e-6)
+    near = clear.depth < clear.depth.median()
+    keep = (clear.image - 0.7).abs() > 0.05
+    assert contrast[:, near & keep[0]].mean() > contrast[:, ~near & keep[0]].mean()
+
+
+def test_the_scene_options_are_refused_out_of_range() -> None:
+    with pytest.raises(ValueError, match="tilt"):
+        SyntheticScenes("train", 2, 32, tilt=90.0)
+    with pytest.raises(ValueError, match="fog"):
+        SyntheticScenes("train", 2, 32, fog=-1.0)
+
+
+# -- HEMlets targets, soft-argmax, losses ------------------------------------------------------
+
+
+def test_triplets_put_the_mass_on_the_map_of_the_parts_order() -> None:
+    points = torch.tensor([[[8.5, 8.5], [24.5, 8.5], [8.5, 24.5]]])
+    parts = torch.tensor([[[0, 1], [0, 2], [1, 2]]])
+    order = torch.tensor([[1, -1, 0]])
+    t = triplet_heatmaps(points, parts, order, (32, 32), sigma=2.0)
+    assert t.shape == (1, 9, 32, 32)
+    mass = t.flatten(2).sum(-1)[0].reshape(3, 3)  # (part, T^-1 T^0 T^+1)
+    for k, r in enumerate(order[0].tolist()):
+        assert mass[k, r + 1] > 0 and mass[k].sum() == mass[k, r + 1]
+    # the part's map peaks (1.0) at both of its joints, nothing elsewhere is as high
+    first = t[0, 2]  # part 0, T^+1
+    assert first[8, 8] == pytest.approx(1.0) and first[8, 24] == pytest.approx(1.0)
+    assert first[24, 8] < 1e-6
+
+
+def test_relative_order_uses_the_threshold() -> None:
+    zp = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    zc = torch.tensor([0.5, 1.04, 0.96, 1.5])
+    assert relative_order(zp, zc, 0.05).tolist() == [1, 0, 0, -1]
+
+
+def test_soft_argmax_of_a_peaked_map_returns_its_peak_and_its_depth() -> None:
+    layout = PoseMaps(num_joints=2, num_parts=1)
+    maps = torch.zeros(1, layout.channels, 16, 24)
+    _, _, logits, depth = layout.split(maps)
+    logits[0, 0, 5, 7] = 3000.0  # one pixel: its cell's mean logit is 3000 / 64
+    logits[0, 1, 8:16, 16:24] = 60.0  # a whole cell
+    depth[0, 0] = 0.25
+    depth[0, 1, 8:16, 16:24] = -1.5
+    joints = layout.joints(maps)
+    assert layout.cell == 8  # the head's resolution: cell centres at 4, 12, 20, ...
+    assert torch.allclose(joints[0, 0], torch.tensor([4.0, 4.0, 0.25]), atol=1e-4)
+    assert torch.allclose(joints[0, 1], torch.tensor([20.0, 12.0, -1.5]), atol=1e-4)
+    fine = PoseMaps(num_joints=2, num_parts=1)
+    fine.cell = 1  # per pixel: the peak pixel's centre
+    assert torch.allclose(fine.joints(maps)[0, 0], torch.tensor([7.5, 5.5, 0.25]), atol=1e-4)
+
+
+def _scene_batch(n: int = 4, size: int = 32) -> dict:
+    data = SyntheticScenes("train", n, size, tilt=60.0, fog=0.3)
+    return collate_scenes([data[i] for i in range(n)])
+
+
+def _perfect_maps(batch: dict, sigma: float, depth_offset: float = 0.0) -> torch.Tensor:
+    """Maps of the main objects' ground truth: exact heatmaps and triplets, logits peaked on
+    each joint's pixel and depth maps at its root-relative depth (+ ``depth_offset`` on every
+    joint but the root)."""
+    task = get_task("pose3d")
+    target = task.targets_of(batch)
+    size = tuple(batch["image"].shape[-2:])
+    heat = gaussian_heatmaps(target.xy, size, sigma)
+    trip = triplet_heatmaps(target.xy, target.parts, target.order, size, sigma)
+    cell = task.layout.cell
+    col = (target.xy[..., 0] // cell).clamp(0, size[1] // cell - 1).long()
+    row = (target.xy[..., 1] // cell).clamp(0, size[0] // cell - 1).long()
+    logits = torch.zeros(*col.shape, size[0] // cell, size[1] // cell)
+    b, j = col.shape
+    logits[torch.arange(b)[:, None], torch.arange(j)[None], row, col] = 80.0
+    logits = logits.repeat_interleave(cell, -2).repeat_interleave(cell, -1)  # whole cells
+    z = target.joints[..., 2].clone()
+    z[:, 1:] += depth_offset
+    depth = z[..., None, None].expand_as(heat)
+    return torch.cat([heat, trip, logits, depth], dim=1)
+
+
+def _at_cell_centres(batch: dict) -> dict:
+    """The batch with the main objects' keypoints moved to the centres of their soft-argmax
+    cells, and their 3-D joints moved with them (so the perfect maps' soft-argmax is exact)."""
+    cell = get_task("pose3d").layout.cell
+    for i in range(len(batch["boxes"])):
+        k = int(((batch["boxes"][i][:, 2:] - batch["boxes"][i][:, :2]).prod(-1)).argmax())
+        kp = batch["keypoints"][i].clone()
+        kp[k, :, :2] = (kp[k, :, :2] // cell) * cell + cell / 2
+        batch["keypoints"][i] = kp
+        j3 = batch["joints3d"][i].clone()
+        fx, fy, cx, cy = batch["intrinsics"][i].tolist()
+        z = j3[k, :, 2]
+        j3[k, :, 0] = (kp[k, :, 0] - cx) * z / fx
+        j3[k, :, 1] = (kp[k, :, 1] - cy) * z / fy
+        batch["joints3d"][i] = j3
+    return batch
+
+
+def test_every_loss_is_zero_on_the_ground_truth() -> None:
+    batch = _at_cell_centres(_scene_batch())
+    task = get_task("pose3d")
+    maps = _perfect_maps(batch, task.config.sigma)
+    assert float(task.loss(maps, batch)) == pytest.approx(0.0, abs=1e-4)
+    # and each term grows away from it
+    noisy = maps + 0.05 * torch.randn_like(maps)
+    assert float(task.loss(noisy, batch)) > 1e-3
+    target = task.targets_of(batch)
+    _, t, _, _ = task.layout.split(maps)
+    assert float(hemlets_loss(t, t.clone(), target.part_valid, 4.0)) == 0.0
+
+
+def test_mpjpe_of_a_known_depth_offset() -> None:
+    batch = _at_cell_centres(_scene_batch())
+    task = get_task("pose3d")
+    exact = task.metric(5)
+    exact.update(_perfect_maps(batch, 4.0), batch)
+    values = exact.compute_all()
+    assert values["mpjpe"] == pytest.approx(0.0, abs=1e-3)
+    assert values["pck3d"] == 1.0 and values["depth_order"] == 1.0
+    # every non-root joint δ deeper: its back-projection moves by δ·‖((x−cx)/fx, (y−cy)/fy, 1)‖
+    delta = 0.3
+    metric = task.metric(5)
+    metric.update(_perfect_maps(batch, 4.0, delta), batch)
+    target = task.targets_of(batch)
+    fx, fy, cx, cy = target.intrinsics[:, None].unbind(-1)
+    ray = torch.stack([(target.xy[..., 0] - cx) / fx, (target.xy[..., 1] - cy) / fy], -1)
+    err = delta * (1 + ray.square().sum(-1)).sqrt()
+    err[:, 0] = 0.0  # the root is not offset
+    expected = float(err[target.valid].mean())
+    assert float(metric.compute()) == pytest.approx(expected, rel=1e-3)
+
+
+def test_the_loss_options_are_checked_and_reach_the_task() -> None:
+    arch = {"task": "pose3d", "task_options": {"alpha": 0.5, "triplet_loss": False}}
+    task = task_of(arch)
+    assert task.config.alpha == 0.5 and not task.config.triplet_loss
+    assert get_task("pose3d").config == Pose3DLoss()  # the registered one is untouched
+    with pytest.raises(ValueError, match="unknown pose3d option"):
+        Pose3DLoss.from_options({"alpah": 1.0})
+    with pytest.raises(ValueError, match="sigma must be > 0"):
+        Pose3DLoss.from_options({"sigma": 0})
+    with pytest.raises(ValueError, match="true or false"):
+        Pose3DLoss.from_options({"heatmap_loss": "yes"})
+
+
+def test_the_ablations_switch_the_intermediate_losses_off() -> None:
+    batch = _scene_batch()
+    torch.manual_seed(0)
+    maps = torch.randn(4, 27, 32, 32)
+    full = float(get_task("pose3d").loss(maps, batch))
+    only_3d = get_task("pose3d").configure({"heatmap_loss": False, "triplet_loss": False})
+    plus_2d = get_task("pose3d").configure({"triplet_loss": False})
+    a, b = float(only_3d.loss(maps, batch)), float(plus_2d.loss(maps, batch))
+    assert a < b < full
+
+
+# -- the network ----------------------------------------------------------------------------
+
+
+def test_the_network_splits_and_learns_on_tilted_scenes() -> None:
+    from featcodec.training import TaskModule
+
+    torch.manual_seed(0)
+    module = TaskModule(task="pose3d", lr=3e-3)
+    batch = _scene_batch(8, 32)
+    x = module.normalize(batch["image"])
+    net = module.net
+    split = module.task.split(net, "layer2")
+    net.eval()
+    assert torch.allclose(split.back(split.front(x)), net(x), atol=1e-5)
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = module.task.loss(net(x), batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0]
+
+
+# -- the Human3.6M-style loader -------------------------------------------------------------
+
+
+def _h36m_fixture(root: Path, frames: int = 3, size: tuple[int, int] = (40, 60)) -> dict:
+    """A tiny dataset in the loader's format: random 17-joint people in front of a camera."""
+    rng = np.random.default_rng(0)
+    (root / "images" / "S9").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    h, w = size
+    camera = np.array([50.0, 52.0, w / 2, h / 2])
+    joints = rng.normal(0, 200, (frames, 17, 3)) + np.array([0, 0, 4000.0])
+    fx, fy, cx, cy = camera
+    part = np.stack(
+        [joints[..., 0] * fx / joints[..., 2] + cx, joints[..., 1] * fy / joints[..., 2] + cy], -1
+    )
+    names = []
+    for i in range(frames):
+        name = f"S9/frame_{i:04d}.png"
+        (root / "images" / name).write_bytes(to_png(torch.rand(3, h, w)))
+        names.append(name)
+    arrays = {
+        "imgname": np.array(names),
+        "part": part,
+        "S": joints,
+        "camera": np.tile(camera, (frames, 1)),
+    }
+    np.savez(root / "annotations" / "test.npz", **arrays)
+    np.savez(root / "annotations" / "train.npz", **arrays)
+    return arrays
+
+
+def test_the_loader_reads_frames_and_resizing_keeps_the_projection(tmp_path: Path) -> None:
+    arrays = _h36m_fixture(tmp_path)
+    data = Pose3DFrames(tmp_path, "test", image_size=32)
+    assert len(data) == 3
+    item = data[1]
+    assert item["image"].shape == (3, 32, 32)
+    assert item["keypoints"].shape == (1, 17, 3) and item["joints3d"].shape == (1, 17, 3)
+    assert item["parts"].shape == (1, 16, 2)
+    assert item["parts"][0, :, 0].tolist() == list(H36M_PARENTS[1:])
+    assert torch.allclose(item["joints3d"][0].double(), torch.from_numpy(arrays["S"][1]), atol=1e-3)
+    # the 3-D joints still project onto the (resized) 2-D joints through the resized camera
+    xy = _project(item["joints3d"][0].double(), item["intrinsics"].double())
+    assert torch.allclose(xy, item["keypoints"][0, :, :2].double(), atol=1e-3)
+    z = arrays["S"][1][:, 2]
+    parts = item["parts"][0].numpy()
+    expect = np.sign(z[parts[:, 0]] - z[parts[:, 1]]) * (
+        np.abs(z[parts[:, 0]] - z[parts[:, 1]]) > 50
+    )
+    assert item["part_order"][0].tolist() == expect.astype(int).tolist()
+    box = item["boxes"][0]
+    assert 0 <= box[0] < box[2] <= 32 and 0 <= box[1] < box[3] <= 32
+
+
+def test_the_loader_feeds_the_task(tmp_path: Path) -> None:
+    _h36m_fixture(tmp_path, frames=4)
+    module = Pose3DDataModule(str(tmp_path), image_size=32, batch_size=2, val_fraction=0.25)
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    task = get_task("pose3d").configure({"num_joints": 17, "num_parts": 16, "unit": 1000.0})
+    maps = torch.randn(2, task.layout.channels, 32, 32, requires_grad=True)
+    loss = task.loss(maps, batch)
+    loss.backward()
+    assert math.isfinite(float(loss)) and maps.grad is not None
+    metric = task.metric(1)
+    metric.update(maps.detach(), batch)
+    assert math.isfinite(float(metric.compute()))
+
+
+def _write(path: Path, **arrays: object) -> None:
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"drop": "S"}, "missing array"),
+        ({"S": np.zeros((3, 17, 2))}, "S must be"),
+        ({"part": np.zeros((3, 16, 2))}, "part must be"),
+        ({"camera": np.zeros((3, 4))}, "f_x, f_y > 0"),
+        ({"camera": np.ones((2, 4))}, "camera must be"),
+        ({"imgname": np.arange(3)}, "imgname must be"),
+        ({"parents": np.array([-1, 2, 1] + list(range(3, 17)))}, "cycle"),
+        ({"parents": np.array([0] * 17)}, "parents must be -1"),
+        ({"S": np.full((3, 17, 3), "x")}, "S must be numbers"),
+    ],
+)
+def test_malformed_annotations_get_one_line(tmp_path: Path, change: dict, message: str) -> None:
+    arrays = _h36m_fixture(tmp_path)
+    bad = {k: v for k, v in arrays.items() if k != change.get("drop")}
+    bad.update({k: v for k, v in change.items() if k != "drop"})
+    _write(tmp_path / "annotations" / "test.npz", **bad)
+    with pytest.raises(InputError, match=message) as e:
+        Pose3DFrames(tmp_path, "test")
+    assert "\n" not in str(e.value) and "test.npz" in str(e.value)
+
+
+def test_forged_archives_are_refused_before_reading(tmp_path: Path) -> None:
+    arrays = _h36m_fixture(tmp_path)
+    path = tmp_path / "annotations" / "test.npz"
+    # an object array (a pickle inside)
+    _write(path, **{**arrays, "imgname": np.array(["a", None, "c"], dtype=object)})
+    with pytest.raises(InputError, match="Python objects"):
+        Pose3DFrames(tmp_path, "test")
+    # a header that claims a huge array: refused from the header, nothing allocated
+    _write(path, **arrays)
+    blob = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    forged = members["S.npy"].replace(b"(3, 17, 3)", b"(9999999,)", 1)  # same length
+    assert forged != members["S.npy"]
+    with zipfile.ZipFile(path, "w") as archive:  # a consistent archive (CRCs match)
+        for name, data in {**members, "S.npy": forged}.items():
+            archive.writestr(name, data)
+    with pytest.raises(InputError, match="claims shape"):
+        Pose3DFrames(tmp_path, "test")
+    # not an archive at all, and a truncated one
+    path.write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a readable .npz"):
+        Pose3DFrames(tmp_path, "test")
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(InputError, match="test.npz"):
+        Pose3DFrames(tmp_path, "test")
+
+
+def test_image_names_cannot_leave_the_image_folder(tmp_path: Path) -> None:
+    arrays = _h36m_fixture(tmp_path)
+    _write(
+        tmp_path / "annotations" / "test.npz",
+        **{**arrays, "imgname": np.array(["../../x.png"] * 3)},
+    )
+    with pytest.raises(InputError, match="outside images"):
+        Pose3DFrames(tmp_path, "test")[0]
+
+
+def test_synthetic_intrinsics_are_the_image_centre() -> None:
+    assert intrinsics((48, 64)).tolist() == [24.0, 24.0, 32.0, 24.0]
+
+
+def test_train_on_the_h36m_config_with_the_fixture(tmp_path: Path) -> None:
+    """`featcodec train` with the 3-D task config and the Human3.6M data config stacked, on the
+    tiny fixture (a small backbone, one batch), then `experiment`-free evaluation of the
+    checkpoint's task: 17 joints, millimetre options."""
+    from featcodec.cli import main
+    from featcodec.training.task import read_task_network
+
+    _h36m_fixture(tmp_path / "h36m", frames=6)
+    runs = tmp_path / "runs"
+    args = [
+        "train",
+        "--config",
+        "configs/tasknet-pose3d.yaml",
+        "--config",
+        "configs/datasets/h36m-pose3d.yaml",
+        "--data.init_args.root",
+        str(tmp_path / "h36m"),
+        "--data.init_args.image_size",
+        "32",
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.num_workers",
+        "0",
+        "--model.init_args.backbone",
+        "scene_resnet10",
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(runs),
+        "--trainer.callbacks.init_args.dirpath",
+        str(runs / "ck"),
+    ]
+    assert main(args) == 0
+    arch, net = read_task_network(runs / "ck" / "last.ckpt")
+    task = task_of(arch)
+    assert task.layout.num_joints == 17 and task.config.unit == 1000.0
+    with torch.no_grad():
+        maps = net(torch.zeros(1, 3, 32, 32))
+    assert maps.shape == (1, task.layout.channels, 32, 32)
