@@ -440,3 +440,67 @@ def test_train_on_the_h36m_config_with_the_fixture(tmp_path: Path) -> None:
     with torch.no_grad():
         maps = net(torch.zeros(1, 3, 32, 32))
     assert maps.shape == (1, task.layout.channels, 32, 32)
+
+
+def test_canonical_order_does_not_depend_on_the_datas_labels() -> None:
+    """The outline keypoints' labels follow the card's rotation, which a symmetric card does
+    not show: relabelled by direction about the root, the targets are the same whatever the
+    data's labels, and the parts' depth orders come from the relabelled joints."""
+    from featcodec.models.tasks.pose3d import canonical_order
+
+    xy = torch.tensor([[10.0, 10.0], [10.0, 15.0], [14.0, 9.0], [6.0, 10.5], [10.0, 4.0]])
+    assert canonical_order(xy).tolist() == [0, 2, 1, 3, 4]  # +x first, then clockwise
+    batch = _scene_batch()
+    task = get_task("pose3d")
+    before = task.targets_of(batch)
+    shuffled = dict(batch)
+    perm = torch.tensor([0, 3, 1, 4, 2])
+    shuffled["keypoints"] = [k[:, perm] for k in batch["keypoints"]]
+    shuffled["joints3d"] = [j[:, perm] for j in batch["joints3d"]]
+    after = task.targets_of(shuffled)
+    assert torch.equal(before.xy, after.xy) and torch.equal(before.joints, after.joints)
+    assert torch.equal(before.order, after.order)
+    plain = get_task("pose3d").configure({"canonical_order": False}).targets_of(shuffled)
+    assert not torch.equal(plain.xy, before.xy)
+    assert torch.equal(plain.order, torch.stack([o[0] for o in _main(shuffled, "part_order")]))
+
+
+def _main(batch: dict, key: str) -> list[torch.Tensor]:
+    out = []
+    for boxes, value in zip(batch["boxes"], batch[key], strict=True):
+        k = int(((boxes[:, 2:] - boxes[:, :2]).prod(-1)).argmax())
+        out.append(value[k : k + 1])
+    return out
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"num_joints": 10**9}, {"features": 10**7}, {"num_parts": 0}, {"num_joints": 2.5}],
+)
+def test_absurd_network_options_are_refused_before_allocating(options: dict) -> None:
+    with pytest.raises(ValueError, match="must be an integer in 1.."):
+        get_task("pose3d").network("scene_resnet10", None, 5, options)
+
+
+def test_a_forged_architecture_in_a_codec_checkpoint_gets_one_line(tmp_path: Path) -> None:
+    from featcodec.codec.errors import CheckpointError
+    from featcodec.codec.facade import Codec
+
+    module_arch = {"task": "pose3d", "task_options": {}}
+    codec = Codec.build({**_tiny_arch(), **module_arch})
+    path = tmp_path / "c.ckpt"
+    codec.save(path)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["featcodec"]["arch"]["task_options"] = {"num_joints": 10**9}
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError) as e:
+        Codec.from_checkpoint(path)
+    assert "num_joints" in str(e.value) and "\n" not in str(e.value)
+
+
+def _tiny_arch() -> dict:
+    from conftest import TINY
+
+    from featcodec.codec.facade import default_arch
+
+    return default_arch(codec=dict(TINY))

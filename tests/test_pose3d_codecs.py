@@ -102,3 +102,30 @@ def test_equal_mpjpe_bd_rate_is_negative_for_a_cheaper_curve() -> None:
     result = equal_metric_rate(cheaper, anchor)
     assert result["bd_rate"] == pytest.approx(-50.0, abs=0.5)
     assert equal_metric_rate(cheaper[:1], anchor)["bd_rate"] is None  # one point: no curve
+
+
+def test_a_base_codec_for_the_task_is_measured_and_plotted(pose_checkpoint, tmp_path) -> None:
+    """`eval rd` on tilted scenes (MPJPE from real streams, with an anchor) and `plot rd`."""
+    from featcodec.training import BaseCodecModule
+
+    module = BaseCodecModule(
+        task="pose3d",
+        task_options={"triplet_loss": False},
+        task_checkpoint=str(pose_checkpoint),
+        N=16,
+        M=16,
+        attention=False,
+        lmbda=4.0,
+    )
+    ckpt = tmp_path / "codec.ckpt"
+    module.codec.save(ckpt)
+    rd = tmp_path / "rd.json"
+    args = ["eval", "rd", str(ckpt), "--anchors", "zstd", "--size", "2", "--image-size", "32"]
+    assert main([*args, "--tilt", "60", "--fog", "0.3", "-o", str(rd)]) == 0
+    results = json.loads(rd.read_text())
+    assert results["metric"] == "mpjpe" and results["dataset"]["tilt"] == 60.0
+    kinds = {row["kind"] for row in results["rows"]}
+    assert kinds == {"learned", "anchor"}
+    figure = tmp_path / "rd.png"
+    assert main(["plot", "rd", str(rd), "-o", str(figure)]) == 0
+    assert figure.stat().st_size > 1000

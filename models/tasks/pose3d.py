@@ -5,7 +5,10 @@ The task predicts the 3-D joints of the scene's *main object* (the largest box, 
 keypoints task, :func:`~models.tasks.keypoints.main_object`): its ``J`` keypoints in the
 image, with depths relative to its root joint. Ground truth comes from the batch's
 ``keypoints`` (image positions), ``joints3d`` (camera coordinates), ``parts`` (the skeleton)
-and ``part_order`` (each part's relative depth order), and ``intrinsics``.
+and ``part_order`` (each part's relative depth order), and ``intrinsics``. On the synthetic
+cards the non-root joints are relabelled by their direction about the root in the image
+(:func:`canonical_order`; option ``canonical_order``): their labels in the data follow the
+card's rotation, which symmetric cards do not show.
 
 Losses (options in :class:`Pose3DLoss`, the architecture's ``task_options``)::
 
@@ -23,6 +26,7 @@ units for the synthetic scenes). :class:`MPJPE` also counts PCK-3D (joints withi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -48,9 +52,20 @@ DEPTH_ORDER_EPS = 0.05
 """ε of the relative depth order in the synthetic scenes' depth units (their cards are
 0.4–1.4 units in circumradius at depths 2–6); 50 for millimetres is a like choice."""
 
-NETWORK_OPTIONS = ("num_joints", "num_parts", "inter_channels", "features")
-"""The options of the network (:class:`~models.tasks.hemlets.HEMletsNet`); the others are the
-loss's (:class:`Pose3DLoss`)."""
+NETWORK_OPTIONS = {"num_joints": 256, "num_parts": 256, "inter_channels": 4096, "features": 4096}
+"""The options of the network (:class:`~models.tasks.hemlets.HEMletsNet`) and the largest
+value each may take (an absurd architecture in a checkpoint is refused, not allocated); the
+other options are the loss's (:class:`Pose3DLoss`)."""
+
+
+def network_option(options: Mapping[str, Any], name: str, default: int) -> int:
+    """The integer network option ``name`` (``default`` when absent), checked to lie in
+    ``1 .. NETWORK_OPTIONS[name]`` (``ValueError`` otherwise)."""
+    value = options.get(name, default)
+    top = NETWORK_OPTIONS[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise ValueError(f"pose3d option {name} must be an integer in 1..{top}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -66,7 +81,13 @@ class Pose3DLoss:
         depth_eps: ``ε`` of the relative depth order (the data's depth units).
         pck_threshold: PCK-3D counts joints within this distance (the data's depth units).
         unit: depth units per loss unit (1000: a loss in metres on millimetre data).
-        root: index of the root joint.
+        root: index of the root joint (0 with ``canonical_order``).
+        canonical_order: label the non-root joints by their direction about the root in the
+            image (:func:`canonical_order`) and take each part's depth order from those joints,
+            for skeletons whose joints have no identity the image shows: the synthetic cards'
+            outline keypoints are labelled by the card's own rotation, which a circle or a
+            square does not show, so their labels are a guess and a regression to them
+            learns the root's position for every joint. Off for a human skeleton.
     """
 
     alpha: float = 1.0
@@ -78,6 +99,7 @@ class Pose3DLoss:
     pck_threshold: float = 0.15
     unit: float = 1.0
     root: int = 0
+    canonical_order: bool = True
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Pose3DLoss:
@@ -105,8 +127,10 @@ class Pose3DLoss:
         for name in ("sigma", "pck_threshold", "unit"):
             if not getattr(loss, name) > 0:
                 raise ValueError(f"pose3d option {name} must be > 0, got {getattr(loss, name)}")
-        if loss.root < 0:
-            raise ValueError(f"pose3d option root must be >= 0, got {loss.root}")
+        if loss.root < 0 or (loss.canonical_order and loss.root != 0):
+            raise ValueError(
+                f"pose3d option root must be >= 0 (0 with canonical_order), got {loss.root}"
+            )
         return loss
 
 
@@ -139,11 +163,30 @@ class PoseTargets:
         return PoseTargets(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
+def canonical_order(xy: Tensor) -> Tensor:
+    """The permutation ``(J,)`` that keeps joint 0 (the root) first and lists the others by
+    their direction about it in the image ``xy`` ``(J, 2)``: first the one whose direction is
+    nearest the image's +x axis, then by increasing angle (clockwise on the screen, whose y
+    axis points down)."""
+    d = xy[1:] - xy[:1]
+    angle = torch.atan2(d[:, 1], d[:, 0])  # (-π, π]
+    start = int(angle.abs().argmin())
+    turn = torch.remainder(angle - angle[start], 2 * math.pi)
+    return torch.cat([torch.zeros(1, dtype=torch.int64), 1 + torch.argsort(turn, stable=True)])
+
+
 def main_object_pose(
-    batch: Mapping[str, Any], num_joints: int, num_parts: int, root: int
+    batch: Mapping[str, Any],
+    num_joints: int,
+    num_parts: int,
+    root: int,
+    canonical: tuple[float] | None = None,
 ) -> PoseTargets:
     """:class:`PoseTargets` of each image's main object; ``ValueError`` when an object's
-    annotation does not have ``num_joints`` joints and ``num_parts`` parts."""
+    annotation does not have ``num_joints`` joints and ``num_parts`` parts. ``canonical``:
+    ``(ε,)`` to relabel the joints by :func:`canonical_order` and take each part's depth order
+    (threshold ε) from the relabelled joints' depths; ``None`` keeps the data's labels and
+    orders."""
     h, w = batch["image"].shape[-2:]
     rows: list[tuple[Tensor, ...]] = []
     for i, boxes in enumerate(batch["boxes"]):
@@ -168,6 +211,11 @@ def main_object_pose(
                     f"the pose3d task has {num_parts} parts; an object of the batch has parts "
                     f"{tuple(parts.shape)} and part_order {tuple(order.shape)}"
                 )
+            if canonical is not None and bool(torch.isfinite(xy).all()):
+                perm = canonical_order(xy)
+                xy, joints = xy[perm], joints[perm]
+                z = joints[:, 2]
+                order = relative_order(z[parts[:, 0]], z[parts[:, 1]], canonical[0])
             valid = inside_image(xy, (h, w)) & torch.isfinite(joints).all(-1)
             valid &= bool(torch.isfinite(joints[root]).all())
         rows.append((torch.nan_to_num(xy), valid, torch.nan_to_num(joints), parts, order))
@@ -260,7 +308,13 @@ class Pose3D(Task):
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         options = dict(options or {})
         self.config = Pose3DLoss.from_options(options)
-        self.layout = PoseMaps(int(options.get("num_joints", 5)), int(options.get("num_parts", 4)))
+        joints, parts = (
+            network_option(options, "num_joints", 5),
+            network_option(options, "num_parts", 4),
+        )
+        if joints < 2:
+            raise ValueError("pose3d option num_joints must be at least 2 (a root and a joint)")
+        self.layout = PoseMaps(joints, parts)
 
     def configure(self, options: Mapping[str, Any]) -> Pose3D:
         return Pose3D(options)
@@ -277,7 +331,15 @@ class Pose3D(Task):
         **loss: Any,
     ) -> HEMletsNet:
         del num_classes  # the joints of the main object, whatever its class
-        Pose3DLoss.from_options(loss)  # a misspelt option fails here, not at the first loss
+        options = dict(
+            num_joints=num_joints,
+            num_parts=num_parts,
+            inter_channels=inter_channels,
+            features=features,
+        )
+        Pose3D({**options, **loss})  # a misspelt or absurd option fails here, before allocating
+        for name in ("inter_channels", "features"):
+            network_option(options, name, 0)
         return HEMletsNet(
             resnet(backbone, weights), num_joints, num_parts, inter_channels, features
         )
@@ -290,8 +352,9 @@ class Pose3D(Task):
         return torch.cat([joints[..., :2], joints[..., 2:] * self.config.unit], dim=-1)
 
     def targets_of(self, batch: Mapping[str, Any]) -> PoseTargets:
-        layout = self.layout
-        return main_object_pose(batch, layout.num_joints, layout.num_parts, self.config.root)
+        layout, cfg = self.layout, self.config
+        canonical = (cfg.depth_eps,) if cfg.canonical_order else None
+        return main_object_pose(batch, layout.num_joints, layout.num_parts, cfg.root, canonical)
 
     def intermediate_loss(
         self, output: Tensor, heatmaps: Tensor, triplets: Tensor, valid: Tensor, part_valid: Tensor
