@@ -89,6 +89,18 @@ def test_an_enhancement_layer_for_the_3d_maps_trains_codes_and_scores(data, tmp_
     args = ["experiment", "pose3d", "--enhancement", str(ckpt), "--size", "2", "-o", str(out)]
     assert main([*args, "--image-size", "32"]) == 0
     assert json.loads(out.read_text())["enhancement"][0]["images"] == 2
+    # decode: the enhancement's 3-D joints in predictions.json, its maps beside them
+    from featcodec.inputs import to_png
+
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    image.write_bytes(to_png(torch.rand(3, 32, 32)))
+    streams, decoded = tmp_path / "s", tmp_path / "o"
+    assert main(["encode", str(image), "-c", str(ckpt), "-o", str(streams)]) == 0
+    assert main(["decode", str(streams), "-c", str(ckpt), "-o", str(decoded)]) == 0
+    joints = json.loads((decoded / "predictions.json").read_text())["a"]["enhanced"]["joints3d"]
+    assert len(joints) == 5 and all(len(j) == 3 for j in joints)
+    assert torch.load(decoded / "a.enhanced.pt").shape == (27, 32, 32)
 
 
 def _loader(data: SyntheticScenesDataModule):

@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             with atomic_path(outputs[i]) as tmp:
                 torch.save(output[0].cpu(), tmp)
         predictions[f.stem] = task.summary(output)
+        if second is not None and decoded.enhanced is not None:  # the second task's, too
+            predictions[f.stem]["enhanced"] = second.summary(decoded.enhanced)
     atomic_write(predictions_path, json.dumps(predictions, indent=2))
     print(f"wrote {len(files)} feature tensor(s) and {predictions_path}")
     return 0
