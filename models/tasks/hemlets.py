@@ -186,14 +186,13 @@ class HEMletsNet(TrunkNet):
             nn.ReLU(inplace=True),
             nn.Conv2d(features, 2 * num_joints, 1),
         )
-        self.num_joints = num_joints
         self.skip = nn.Parameter(torch.tensor(skip))
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalized images ``(B, 3, H, W)`` -> maps ``(B, 3J + 3K, 8⌈H/8⌉, 8⌈W/8⌉)``."""
         low, high = self.taps(x)
         head = self.head({"low": low, "high": high})
-        j = self.num_joints
+        j = self.layout.num_joints
         integral = self.integral(head)
         logits = integral[:, :j] + self.skip * head[:, :j]  # F_n = conv(...) + κ·Ĥ_n
         maps = torch.cat([head[:, : self.intermediate], logits, integral[:, j:]], dim=1)

@@ -54,6 +54,7 @@ from featcodec.training.datasets.batch import collate_scenes
 from featcodec.training.datasets.datamodule import SplitDataModule
 from featcodec.training.datasets.files import read_rgb, require_dir, require_file
 from featcodec.training.datasets.resize import SizeArg, as_size, resize_item
+from featcodec.training.datasets.synthetic.pose import depth_order
 
 H36M_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15)
 """The 17-joint Human3.6M skeleton: pelvis (root), right hip, knee, foot, left hip, knee,
@@ -163,12 +164,6 @@ def _parents(path: Path, parents: np.ndarray | None, joints: int) -> np.ndarray:
             if steps > joints:
                 raise InputError(f"{path}: parents has a cycle through joint {start}")
     return parents
-
-
-def depth_order(z: np.ndarray, parts: np.ndarray, eps: float) -> np.ndarray:
-    """``r(z_p, z_c)`` (K,) int64 of the parts ``(K, 2)`` of joints with depths ``z`` (J,)."""
-    diff = z[parts[:, 0]] - z[parts[:, 1]]
-    return (diff > eps).astype(np.int64) - (diff < -eps).astype(np.int64)
 
 
 class Pose3DFrames(Dataset):

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from featcodec.training.datasets.batch import collate_scenes
 from featcodec.training.datasets.datamodule import SetsDataModule
 from featcodec.training.datasets.synthetic.geometry import as_size
+from featcodec.training.datasets.synthetic.pose import check_scene_options
 from featcodec.training.datasets.synthetic.render import render_clip, render_scene
 from featcodec.training.datasets.synthetic.seeds import TAG_CLIPS, item_seed
 from featcodec.training.datasets.synthetic.shapes import SHAPE_CLASSES
@@ -86,8 +87,7 @@ class SyntheticScenes(_Memoised):
         fog: float = 0.0,
     ) -> None:
         super().__init__(split, size, image_size, seed, cache)
-        if not 0.0 <= tilt < 90.0 or fog < 0.0:
-            raise ValueError(f"tilt must lie in [0, 90) degrees and fog be ≥ 0, got {tilt}, {fog}")
+        check_scene_options(tilt, fog)
         self.tilt, self.fog = float(tilt), float(fog)
 
     def _render(self, index: int) -> dict[str, Tensor]:
@@ -145,8 +145,7 @@ class SyntheticScenesDataModule(SetsDataModule):
         for name, value in (("tilt", tilt), ("fog", fog)):
             if not value:  # (a subclass's hyper-parameters may not hold them at all)
                 self.hparams.pop(name, None)
-        if not 0.0 <= tilt < 90.0 or fog < 0.0:
-            raise ValueError(f"tilt must lie in [0, 90) degrees and fog be ≥ 0, got {tilt}, {fog}")
+        check_scene_options(tilt, fog)
         self.tilt, self.fog = float(tilt), float(fog)
         self.image_size = image_size
         self.train_size = train_size

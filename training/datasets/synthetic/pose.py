@@ -34,6 +34,7 @@ import math
 
 import numpy as np
 
+from featcodec.models.tasks.pose3d import DEPTH_ORDER_EPS
 from featcodec.training.datasets.synthetic.seeds import TAG_TILT, rng
 from featcodec.training.datasets.synthetic.shapes import NUM_KEYPOINTS, SHAPE_CLASSES
 
@@ -55,9 +56,12 @@ PARTS = np.array(
 """``(classes, NUM_PARTS, 2)``: the ``(parent, child)`` keypoint indexes of each class's parts;
 every skeleton is a tree rooted at keypoint 0 (the centre)."""
 
-DEPTH_ORDER_EPS = 0.05
-"""ε of the relative depth order, in the scenes' depth units (the cards are 0.4–1.4 units in
-circumradius, at depths 2–6)."""
+
+def check_scene_options(tilt: float, fog: float) -> None:
+    """``ValueError`` unless ``0 <= tilt < 90`` (degrees) and ``fog >= 0``."""
+    if not 0.0 <= tilt < 90.0 or fog < 0.0:
+        raise ValueError(f"tilt must lie in [0, 90) degrees and fog be ≥ 0, got {tilt}, {fog}")
+
 
 FOG_COLOUR = 0.7
 """The grey that fog fades towards."""

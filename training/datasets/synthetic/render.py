@@ -44,6 +44,7 @@ from featcodec.training.datasets.synthetic.motion import ShapeMotion, backward_f
 from featcodec.training.datasets.synthetic.pose import (
     PARTS,
     apply_fog,
+    check_scene_options,
     depth_order,
     depth_planes,
     focal_length,
@@ -300,8 +301,7 @@ def render_scene(
     ``tilt``: turn each card out of the image plane by up to this many degrees (:mod:`.pose`;
     below 90); ``fog``: fade pixels with depth at this density per depth unit. Both 0: the
     fronto-parallel scenes, bit for bit."""
-    if not 0.0 <= tilt < 90.0 or fog < 0.0:
-        raise ValueError(f"tilt must lie in [0, 90) degrees and fog be ≥ 0, got {tilt}, {fog}")
+    check_scene_options(tilt, fog)
     layout, frame, transforms, depths, planes = _visible_layout(seed, as_size(size), tilt)
     if fog > 0:
         apply_fog(frame.image, frame.depth, fog)
